@@ -1,0 +1,1 @@
+"""The sweep service: CLI, config, Tuner assembly, MLflow, resume and reports."""
