@@ -1,0 +1,446 @@
+"""MLflow, laid out for the compare view: a driver-side Tune callback.
+
+Layout (every run carries the tag ``schedsweep.sweep`` = the sweep name, and ``schedsweep.kind``):
+
+    sweep run  (kind=sweep)   params: the flattened sweep config; tags: git commit, package versions,
+      |                        search space, seeds; artifacts: sweep_config.yaml, leaderboard.txt
+      +-- group run  (kind=group, one per Tune trial = seed group; tag schedsweep.group = trial id)
+            |   params: the schedule's flat_params(), group id, baseline preset, seeds
+            |   metrics: the group's aggregate curves (step = our `step`), then the final
+            |            val_loss/val_bpb mean, std and 95 % t-interval over seeds
+            |   tags: schedsweep.status = running | finished | pruned | diverged | error
+            |   artifacts: schedule.png
+            +-- seed run  (kind=seed, tag schedsweep.seed; one per (group, seed))
+                    params: the schedule's flat_params(), seed, group id, baseline preset
+                    metrics: train_loss, val_loss, val_bpb, lr, tokens_per_s, mfu at MLflow step = `step`
+
+Why a Tune callback on the driver: trial processes then need no MLflow access (an sqlite file works)
+and each result costs one `log_batch` request per run instead of one request per metric.
+
+Resume: runs are found by their tags (sweep, group, seed), never recreated; the last logged step is
+kept in a tag written in the same batch, so results replayed after a restore are not logged twice and
+MLflow steps simply continue. Credentials come only from the environment (MLflow reads
+MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN itself); secret-looking config keys and passwords in URIs
+are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from sweep.progress import (DIVERGED, ERROR, FINISHED, PRUNED, RUNNING, GroupOutcome, group_label, leaderboard,
+                            outcome_from_result)
+
+logger = logging.getLogger(__name__)
+
+# Tag names: the public layout other tools (leaderboard, tests, notebooks) read back.
+TAG_SWEEP = "schedsweep.sweep"
+TAG_KIND = "schedsweep.kind"
+TAG_GROUP = "schedsweep.group"
+TAG_SEED = "schedsweep.seed"
+TAG_STATUS = "schedsweep.status"
+TAG_LABEL = "schedsweep.label"
+TAG_LAST_STEP = "schedsweep.last_step"
+TAG_PARENT = "mlflow.parentRunId"
+KIND_SWEEP, KIND_GROUP, KIND_SEED = "sweep", "group", "seed"
+
+SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu")
+GROUP_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "lr_multiplier", "tokens_per_s", "mfu", "tokens")
+PACKAGES = ("torch", "ray", "optuna", "mlflow", "schedsweep")
+
+# MLflow terminal run states for each group state.
+# STOPPED: a seed that was fine but ended because another seed of its group diverged.
+STOPPED = "stopped"
+_RUN_STATE = {FINISHED: "FINISHED", PRUNED: "KILLED", DIVERGED: "FAILED", ERROR: "FAILED", RUNNING: "KILLED",
+              STOPPED: "KILLED"}
+_SECRET_KEY = re.compile(r"password|passwd|secret|token|credential|api[_-]?key", re.IGNORECASE)
+_MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+_BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def redact_uri(value: str) -> str:
+    """Drop the ``user:password@`` part of a URI; other strings pass unchanged."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return value
+
+
+def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
+    """The config as MLflow params: flat keys, secrets dropped, URIs without userinfo, long values cut."""
+    params = {}
+    for key, value in flatten(config).items():
+        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+            continue
+        text = redact_uri(value) if isinstance(value, str) else str(value)
+        params[key] = text[:_MAX_PARAM_CHARS]
+    return params
+
+
+def _redact_config(config: Any) -> Any:
+    """The same config with secret-looking keys removed and URIs redacted (for the YAML artifact)."""
+    if isinstance(config, Mapping):
+        return {k: _redact_config(v) for k, v in config.items() if not _SECRET_KEY.search(str(k))}
+    if isinstance(config, list):
+        return [_redact_config(v) for v in config]
+    if isinstance(config, str):
+        return redact_uri(config)
+    return config
+
+
+def schedule_params(schedule_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A schedule's `flat_params()` (contract), via `search_spaces.schedule_from_dict`."""
+    from search_spaces import schedule_from_dict  # imported late: keeps this module importable alone
+
+    return dict(schedule_from_dict(dict(schedule_dict)).flat_params())
+
+
+def git_commit(repo_dir: Path | None = None) -> str:
+    """The checkout's HEAD commit (suffixed ``-dirty`` with uncommitted changes), or "unknown"."""
+    cwd = repo_dir or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def seed_status(group_status: str, reported: str | None) -> str:
+    """A seed run's end state, from its group's state and the seed's own last `status`."""
+    if group_status == DIVERGED:
+        return DIVERGED if reported == DIVERGED else STOPPED
+    return group_status
+
+
+def _metric_value(value: Any) -> float | None:
+    """A finite float, or None (bools, strings, NaN and inf are not logged as metrics)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class MLflowSweepCallback(Callback):
+    """Logs a sweep to MLflow from the Tune driver (see the module docstring for the layout).
+
+    Args:
+        tracking_uri: e.g. ``sqlite:///sweeps/mlflow.db`` or ``http://mlflow:5000``.
+        experiment_name: created if missing.
+        sweep_name: the resume key: runs with this sweep name are reused, never duplicated.
+        sweep_config: the whole sweep config (logged flattened as params and as a YAML artifact).
+        total_steps: the trainer's total steps (x range of the schedule plots); else the last step seen.
+        seeds, search_space: shown as tags on the sweep run.
+        strict: re-raise MLflow errors. Off by default: a tracking-server hiccup should not end a
+            long sweep (the error is logged and the next result tries again); tests turn it on.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_name: str, sweep_name: str, sweep_config: Mapping[str, Any],
+                 total_steps: int | None = None, seeds: Sequence[int] | None = None,
+                 search_space: str | None = None, artifact_location: str | None = None, strict: bool = False):
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.sweep_name = sweep_name
+        self.sweep_config = dict(sweep_config)
+        self.total_steps = total_steps
+        self.seeds = list(seeds) if seeds is not None else None
+        self.search_space = search_space
+        self.artifact_location = artifact_location
+        self.strict = strict
+        self._reset()
+
+    def _reset(self) -> None:
+        self._client: MlflowClient | None = None
+        self.experiment_id: str | None = None
+        self.sweep_run_id: str | None = None
+        # (kind, group, seed) -> run id, and run id -> last logged step
+        self._runs: dict[tuple[str, str, str], str] = {}
+        self._last_step: dict[str, int] = {}
+        self._group_schedules: dict[str, Mapping[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles callbacks with the Tuner; clients and caches are rebuilt in setup().
+        state = self.__dict__.copy()
+        for key in ("_client", "_runs", "_last_step", "_group_schedules", "experiment_id", "sweep_run_id"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _guard(self, what: str, fn, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            if self.strict:
+                raise
+            logger.warning("MLflow logging failed while %s; the sweep goes on", what, exc_info=True)
+
+    # ---- Tune hooks -----------------------------------------------------------------------------
+
+    def setup(self, **info: Any) -> None:
+        self._reset()
+        self._guard("setting up the sweep run", self._setup)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._guard(f"starting {trial.trial_id}", self._start_group, trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self._guard(f"logging a result of {trial.trial_id}", self._log_result, trial, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._guard(f"ending {trial.trial_id}", self._end_group, trial, False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._guard(f"ending {trial.trial_id}", self._end_group, trial, True)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._guard("ending the sweep run", self._end_sweep, trials)
+
+    # ---- sweep run ------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            self.experiment_name, artifact_location=self.artifact_location)
+        self._index_existing_runs()
+        key = (KIND_SWEEP, "", "")
+        if key in self._runs:
+            self.sweep_run_id = self._runs[key]
+            self.client.update_run(self.sweep_run_id, status="RUNNING")
+            self.client.set_tag(self.sweep_run_id, "schedsweep.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            return
+        tags = {TAG_SWEEP: self.sweep_name, TAG_KIND: KIND_SWEEP, "mlflow.runName": self.sweep_name,
+                "schedsweep.git_commit": git_commit(), "mlflow.source.git.commit": git_commit().removesuffix("-dirty"),
+                "schedsweep.tracking_uri": redact_uri(self.tracking_uri)}
+        tags.update({f"schedsweep.version.{k}": v for k, v in package_versions().items()})
+        if self.seeds is not None:
+            tags["schedsweep.seeds"] = ",".join(str(s) for s in self.seeds)
+        if self.search_space is not None:
+            tags["schedsweep.search_space"] = self.search_space
+        run = self.client.create_run(self.experiment_id, run_name=self.sweep_name, tags=tags)
+        self.sweep_run_id = run.info.run_id
+        self._runs[key] = self.sweep_run_id
+        params = [Param(k, v) for k, v in sorted(loggable_params(self.sweep_config).items())]
+        for i in range(0, len(params), _BATCH_PARAMS):
+            self.client.log_batch(self.sweep_run_id, params=params[i:i + _BATCH_PARAMS])
+        self.client.log_text(self.sweep_run_id, yaml.safe_dump(_redact_config(self.sweep_config), sort_keys=False),
+                             "sweep_config.yaml")
+
+    def _index_existing_runs(self) -> None:
+        """Find this sweep's runs (any state) so a resumed sweep reuses them."""
+        runs = []
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep_name}'",
+                                           max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        for run in runs:
+            tags = run.data.tags
+            key = (tags.get(TAG_KIND, ""), tags.get(TAG_GROUP, ""), tags.get(TAG_SEED, ""))
+            self._runs.setdefault(key, run.info.run_id)  # oldest first: a stray duplicate never wins
+            if TAG_LAST_STEP in tags:
+                self._last_step[run.info.run_id] = int(tags[TAG_LAST_STEP])
+
+    def _end_sweep(self, trials: list) -> None:
+        if self.sweep_run_id is None:
+            return
+        outcomes = [outcome_from_result(t.trial_id, t.config, t.last_result, errored=t.status == "ERROR",
+                                        ended=t.status in ("TERMINATED", "ERROR")) for t in trials]
+        self.client.log_text(self.sweep_run_id, leaderboard(outcomes, title=f"Sweep {self.sweep_name}"),
+                             "leaderboard.txt")
+        # Trials still pending or running mean Tune was interrupted: the sweep is not done.
+        done = all(t.status in ("TERMINATED", "ERROR") for t in trials)
+        self.client.set_terminated(self.sweep_run_id, status="FINISHED" if done else "KILLED")
+
+    # ---- group and seed runs --------------------------------------------------------------------
+
+    def _get_or_create(self, kind: str, group: str, seed: str, parent: str, name: str, tags: dict[str, str],
+                       params: Mapping[str, Any]) -> str:
+        key = (kind, group, seed)
+        run_id = self._runs.get(key)
+        if run_id is not None:
+            # Resumed group: the same run goes on.
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, TAG_STATUS, RUNNING)
+            return run_id
+        all_tags = {TAG_SWEEP: self.sweep_name, TAG_KIND: kind, TAG_GROUP: group, TAG_PARENT: parent,
+                    TAG_STATUS: RUNNING, "mlflow.runName": name, **tags}
+        if seed:
+            all_tags[TAG_SEED] = seed
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()])
+        self._runs[key] = run_id
+        return run_id
+
+    def _ensure_group(self, trial: Any) -> str:
+        group = str(trial.trial_id)
+        key = (KIND_GROUP, group, "")
+        if key in self._runs and group in self._group_schedules:
+            return self._runs[key]
+        config = trial.config
+        schedule = config.get("schedule") or {}
+        self._group_schedules[group] = schedule
+        label = group_label(config)
+        try:
+            shape = schedule_params(schedule)
+        except Exception:
+            if self.strict:
+                raise
+            # Still log the shape, as the raw dict, rather than lose the group's runs.
+            logger.warning("could not parse the schedule of %s; logging it unparsed", group, exc_info=True)
+            shape = {f"schedule.{k}": v for k, v in flatten(schedule).items()}
+        common = {**shape, "group_id": group, "baseline": config.get("baseline") or ""}
+        seeds = [str(s) for s in config.get("seeds", [])]
+        group_run = self._get_or_create(KIND_GROUP, group, "", self.sweep_run_id, f"{group} {label}",
+                                        {TAG_LABEL: label}, {**common, "seeds": ",".join(seeds)})
+        for seed in seeds:
+            self._get_or_create(KIND_SEED, group, seed, group_run, f"{group} {label} seed {seed}",
+                                {TAG_LABEL: label, "schedsweep.sweep_run_id": self.sweep_run_id},
+                                {**common, "seed": seed})
+        return group_run
+
+    def _start_group(self, trial: Any) -> None:
+        self._ensure_group(trial)
+
+    def _log_metrics(self, run_id: str, values: Mapping[str, Any], names: Iterable[str], step: int) -> None:
+        """One `log_batch` with the metrics of one step, unless that step was already logged."""
+        if step <= self._last_step.get(run_id, -1):
+            return  # replayed after a restore
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, v, now, step) for name in names if (v := _metric_value(values.get(name))) is not None]
+        if not metrics:
+            return
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_LAST_STEP, str(step))])
+        self._last_step[run_id] = step
+
+    def _log_result(self, trial: Any, result: Mapping[str, Any]) -> None:
+        group_run = self._ensure_group(trial)
+        step = int(result.get("step", 0) or 0)
+        for seed, values in (result.get("per_seed") or {}).items():
+            run_id = self._runs.get((KIND_SEED, str(trial.trial_id), str(seed)))
+            if run_id is not None:
+                self._log_metrics(run_id, values, SEED_METRICS, int(values.get("step", step) or step))
+        self._log_metrics(group_run, result, GROUP_METRICS, step)
+
+    def _end_group(self, trial: Any, errored: bool) -> None:
+        group = str(trial.trial_id)
+        group_run = self._ensure_group(trial)
+        last = trial.last_result or {}
+        outcome = outcome_from_result(group, trial.config, last, errored=errored, ended=True)
+        per_seed = last.get("per_seed") or {}
+        for seed in (str(s) for s in trial.config.get("seeds", [])):
+            run_id = self._runs.get((KIND_SEED, group, seed))
+            if run_id is not None:
+                state = seed_status(outcome.status, (per_seed.get(seed) or {}).get("status"))
+                self.client.set_tag(run_id, TAG_STATUS, state)
+                self.client.set_terminated(run_id, status=_RUN_STATE[state])
+
+        metrics = {"final_step": float(outcome.step)}
+        for name in ("val_loss", "val_bpb"):
+            stats = outcome.stats(name)
+            if stats is not None:
+                metrics.update({f"final_{k}": v for k, v in stats.as_metrics(name).items()})
+        now = int(time.time() * 1000)
+        self.client.log_batch(group_run, metrics=[Metric(k, v, now, outcome.step) for k, v in metrics.items()],
+                              tags=[RunTag(TAG_STATUS, outcome.status)])
+        self.client.set_terminated(group_run, status=_RUN_STATE[outcome.status])
+        # A plotting problem must not leave the run's end state unwritten, hence after it.
+        self._guard(f"plotting the schedule of {group}", self._log_plot, group_run, group, outcome)
+
+    def _log_plot(self, run_id: str, group: str, outcome: GroupOutcome) -> None:
+        from search_spaces import schedule_from_dict
+        from sweep.schedule_plot import plot_schedules
+
+        total = self.total_steps or max(outcome.step, 1)
+        schedule = schedule_from_dict(dict(self._group_schedules[group]))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "schedule.png"
+            plot_schedules({f"{group} ({outcome.label})": schedule}, total, path)
+            self.client.log_artifact(run_id, str(path))
+
+
+def groups_from_mlflow(tracking_uri: str, experiment_name: str, sweep_name: str) -> list[GroupOutcome]:
+    """Read every group of a sweep back from the MLflow store, for `sweep.progress.leaderboard`."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return []
+    runs = []
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_name}'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    groups = {r.data.tags[TAG_GROUP]: r for r in runs if r.data.tags.get(TAG_KIND) == KIND_GROUP}
+    seeds: dict[str, dict[str, Any]] = {g: {} for g in groups}
+    for r in runs:
+        tags = r.data.tags
+        if tags.get(TAG_KIND) == KIND_SEED and tags.get(TAG_GROUP) in seeds:
+            seeds[tags[TAG_GROUP]][tags[TAG_SEED]] = r.data.metrics
+    outcomes = []
+    for group, run in sorted(groups.items()):
+        tags, metrics = run.data.tags, run.data.metrics
+        outcomes.append(GroupOutcome(
+            group_id=group, label=tags.get(TAG_LABEL, "search"), status=tags.get(TAG_STATUS, RUNNING),
+            step=int(metrics.get("final_step", int(tags.get(TAG_LAST_STEP, 0)))),
+            final_val_loss={s: m["val_loss"] for s, m in seeds[group].items() if "val_loss" in m},
+            final_val_bpb={s: m["val_bpb"] for s, m in seeds[group].items() if "val_bpb" in m},
+        ))
+    return outcomes
