@@ -1,0 +1,75 @@
+"""``sweep schedules``: list the schedule presets and search spaces, or plot schedules.
+
+    sweep schedules list
+    sweep schedules plot nanogpt_cosine wsd_sqrt my_shape.yaml --steps 2000 -o schedules.png
+
+A NAME is a preset name or a YAML/JSON file holding a schedule dict (optionally under a ``schedule:`` key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from search_spaces import (
+    Schedule, get_preset, get_search_space, list_presets, list_search_spaces, preset_spec, schedule_from_dict,
+)
+from search_spaces.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("schedules", help="list or plot LR schedule presets and search spaces")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="table of presets and search spaces")
+    listing.set_defaults(func=run_list)
+    plot = actions.add_parser("plot", help="overlay plot of schedules as a PNG")
+    plot.add_argument("names", nargs="+", metavar="NAME", help="preset name, or a YAML/JSON schedule file")
+    plot.add_argument("--steps", type=int, default=1000, help="horizon T to plot (default 1000)")
+    plot.add_argument("-o", "--output", default="schedules.png", help="PNG path (default schedules.png)")
+    plot.set_defaults(func=run_plot)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = [("preset", name, preset_spec(name).description) for name in list_presets()]
+    rows += [("space", name, get_search_space(name).description) for name in list_search_spaces()]
+    width = max(len(name) for _, name, _ in rows)
+    print(f"{'KIND':<7} {'NAME':<{width}}  DESCRIPTION")
+    for kind, name, description in rows:
+        print(f"{kind:<7} {name:<{width}}  {description}")
+    return 0
+
+
+def load_schedule(name: str) -> Schedule:
+    """A preset by name, else a schedule file; `ConfigError` naming `name` when it is neither."""
+    if name in list_presets():
+        return get_preset(name)
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(name, f"not a preset name nor a schedule file; presets: {', '.join(list_presets())}")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(name, f"cannot read a schedule from it: {err}".splitlines()[0]) from None
+    if isinstance(data, dict) and set(data) == {"schedule"}:
+        data = data["schedule"]
+    try:
+        return schedule_from_dict(data)
+    except ConfigError as err:
+        raise err.prefixed(f"{name}: schedule") from None
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    # Imported here so `sweep schedules list` (and every other command) does not pay for matplotlib.
+    from sweep.schedule_plot import plot_schedules
+
+    if args.steps < 1:
+        raise ConfigError("--steps", f"must be >= 1, got {args.steps}")
+    named = {name: load_schedule(name) for name in args.names}  # all validated before anything is written
+    path = plot_schedules(named, args.steps, args.output)
+    print(path)
+    return 0
