@@ -95,7 +95,9 @@ class PresetSchedule(VectorSchedule):
         return {"preset": self.name, **dict(self.args)}
 
     def flat_params(self) -> dict[str, float | int | str]:
-        return {"kind": "preset", "preset": self.name, **dict(self.args)}
+        # Resolved values (defaults included) say more in MLflow; T-derived defaults stay out (None).
+        resolved = self.spec.resolve(dict(self.args))
+        return {"kind": "preset", "preset": self.name, **{k: v for k, v in resolved.items() if v is not None}}
 
 
 # -- source formulas ------------------------------------------------------------------------------------

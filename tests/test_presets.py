@@ -204,6 +204,12 @@ def test_round_trip_and_any_horizon(name):
         assert np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 1))
 
 
+def test_flat_params_resolve_defaults():
+    params = get_preset("wsd_sqrt", floor=0.1).flat_params()
+    assert params == {"kind": "preset", "preset": "wsd_sqrt", "warmup_frac": 0.02, "cooldown_frac": 0.2, "floor": 0.1}
+    assert "lr_decay_iters" not in get_preset("nanogpt_cosine").flat_params()  # derived from T, unknown here
+
+
 def test_round_trip_with_args():
     preset = get_preset("nanogpt_cosine", warmup_iters=10, min_lr_ratio=0.05)
     assert preset.to_dict() == {"preset": "nanogpt_cosine", "warmup_iters": 10, "min_lr_ratio": 0.05}

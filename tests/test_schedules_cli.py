@@ -29,7 +29,7 @@ def test_plot_presets_and_files(tmp_path, capsys):
                                                       {"duration": 0.5, "end": 0.0}]}))
     out = tmp_path / "plots" / "s.png"
     code = main(["schedules", "plot", "nanogpt_cosine", "wsd_sqrt", str(shape_yaml), str(segments_json),
-                 "--steps", "300", "-o", str(out)])
+                 "{preset: wsd_exp, cooldown_frac: 0.3}", "--steps", "300", "-o", str(out)])
     assert code == 0
     assert out.read_bytes()[:8] == PNG_MAGIC and out.stat().st_size > 5000
     assert str(out) in capsys.readouterr().out
@@ -39,6 +39,7 @@ def test_plot_presets_and_files(tmp_path, capsys):
     (lambda tmp: ["no_such_schedule"], "no_such_schedule"),
     (lambda tmp: [str(tmp / "bad.yaml")], "bad.yaml: schedule.hold_frac"),
     (lambda tmp: [str(tmp / "broken.json")], "broken.json"),
+    (lambda tmp: ["{preset: wsd_sqrt, cooldown: 0.1}"], "schedule.cooldown"),
 ])
 def test_plot_bad_name_exits_2(tmp_path, capsys, make_args, needle):
     (tmp_path / "bad.yaml").write_text("warmup_frac: 0.5\nhold_frac: 0.2\n")

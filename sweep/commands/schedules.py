@@ -3,7 +3,8 @@
     sweep schedules list
     sweep schedules plot nanogpt_cosine wsd_sqrt my_shape.yaml --steps 2000 -o schedules.png
 
-A NAME is a preset name or a YAML/JSON file holding a schedule dict (optionally under a ``schedule:`` key).
+A NAME is a preset name, a YAML/JSON file holding a schedule dict (optionally under a ``schedule:`` key), or
+an inline YAML mapping such as ``'{preset: wsd_sqrt, cooldown_frac: 0.1}'``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="table of presets and search spaces")
     listing.set_defaults(func=run_list)
     plot = actions.add_parser("plot", help="overlay plot of schedules as a PNG")
-    plot.add_argument("names", nargs="+", metavar="NAME", help="preset name, or a YAML/JSON schedule file")
+    plot.add_argument("names", nargs="+", metavar="NAME", help="preset name, YAML/JSON schedule file, or inline mapping '{preset: wsd_sqrt, floor: 0.1}'")
     plot.add_argument("--steps", type=int, default=1000, help="horizon T to plot (default 1000)")
     plot.add_argument("-o", "--output", default="schedules.png", help="PNG path (default schedules.png)")
     plot.set_defaults(func=run_plot)
@@ -44,9 +45,21 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def load_schedule(name: str) -> Schedule:
-    """A preset by name, else a schedule file; `ConfigError` naming `name` when it is neither."""
+    """A preset by name, an inline mapping (``'{preset: wsd_sqrt, floor: 0.1}'``) or a schedule file.
+
+    Raises `ConfigError` naming `name` when it is none of these or does not hold a valid schedule.
+    """
     if name in list_presets():
         return get_preset(name)
+    if name.lstrip().startswith("{"):
+        try:
+            data = yaml.safe_load(name)
+        except yaml.YAMLError as err:
+            raise ConfigError(name, f"not a valid inline mapping: {err}".splitlines()[0]) from None
+        try:
+            return schedule_from_dict(data)
+        except ConfigError as err:
+            raise err.prefixed(f"{name}: schedule") from None
     path = Path(name)
     if not path.is_file():
         raise ConfigError(name, f"not a preset name nor a schedule file; presets: {', '.join(list_presets())}")
