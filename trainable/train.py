@@ -34,14 +34,14 @@ from trainable.distributed import (
     setup_distributed,
     teardown_distributed,
 )
-from trainable.evaluation import evaluate
+from trainable.evaluation import EvalResult, evaluate
 from trainable.losses import make_train_loss
 from trainable.model import GPT
 from trainable.optim import build_optimizer
 from trainable.reporting import Hooks, Report, TrainResult
 from trainable.throughput import ThroughputMeter, peak_flops
 
-__all__ = ["Report", "TrainResult", "Hooks", "train", "main"]
+__all__ = ["Report", "TrainResult", "Hooks", "Trainer", "train", "main"]
 
 
 def resolve_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
@@ -75,13 +75,16 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume_from: str | Path 
     """
     env = setup_distributed(cfg.device)
     try:
-        return _Trainer(cfg, env, hooks).run(resume_from)
+        return Trainer(cfg, env, hooks).run(resume_from)
     finally:
         teardown_distributed(env)
 
 
-class _Trainer:
-    """The state of one run, split into setup / step / eval so that `run` reads like the algorithm."""
+class Trainer:
+    """The state of one run, split into setup / step / eval so that `run` reads like the algorithm.
+
+    `train()` is the way to use it; tests drive `train_step()` and `evaluate()` directly.
+    """
 
     def __init__(self, cfg: TrainConfig, env: DistEnv, hooks: Hooks | None):
         from trainable.data.loader import TrainBatches
@@ -143,7 +146,7 @@ class _Trainer:
         self.model.train()
         self.meter.resume()
         while self.step < self.total_steps:
-            loss, nonfinite = self._train_step()
+            loss, nonfinite = self.train_step()
             result.train_losses.append(loss)
             loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
             if self.initial_loss is None:
@@ -171,7 +174,7 @@ class _Trainer:
             )
         return result
 
-    def _train_step(self) -> tuple[float, bool]:
+    def train_step(self) -> tuple[float, bool]:
         """One optimizer step at the scheduled LR; returns (train loss averaged over ranks, any non-finite)."""
         lr = self.cfg.optimizer.lr * float(self.multipliers[self.step])
         for group in self.optimizer.param_groups:
@@ -202,13 +205,18 @@ class _Trainer:
         total, flags = stats.tolist()
         return total / self.env.world_size, flags > 0
 
-    def _eval_and_report(self, train_loss: float, final: bool) -> Report:
+    def evaluate(self) -> EvalResult:
+        """Val loss and bpb of the current weights: plain cross-entropy, whatever `train_loss` says."""
         from trainable.data.loader import val_batches
 
         cfg, env = self.cfg, self.env
         bs = cfg.eval.batch_size or cfg.batch.micro_batch_size
         batches = val_batches(self.data_dir, bs, cfg.batch.seq_len, env.rank, env.world_size, cfg.eval.max_tokens)
-        result = evaluate(self.eval_model, batches, self.byte_lengths, self.device, self.autocast)
+        return evaluate(self.eval_model, batches, self.byte_lengths, self.device, self.autocast)
+
+    def _eval_and_report(self, train_loss: float, final: bool) -> Report:
+        cfg = self.cfg
+        result = self.evaluate()
         self.evals_done += 1
         ckpt_dir = None
         if cfg.checkpoint.dir is not None and (final or self.evals_done % cfg.checkpoint.every == 0):
