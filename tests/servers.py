@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def short_tmp() -> str:
+    """A new folder under /tmp with a short name, for RAY_TMPDIR.
+
+    Ray puts unix sockets under it, and a socket path may not exceed 107 bytes: pytest's tmp_path is
+    too deep for that.
+    """
+    return tempfile.mkdtemp(prefix="ray-", dir="/tmp")
 
 
 def _venv_bin(name: str) -> str:
@@ -123,9 +133,8 @@ def ray_head_env(root: Path) -> dict[str, str]:
     earlier bare `ray.init()` can therefore neither lock the client out nor let it in by accident.
     """
     home = root / "home"
-    tmp = root / "tmp"
     home.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = short_tmp()
     env = dict(os.environ)
     # A Ray address from the caller's environment would point the client at another cluster.
     for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
@@ -189,3 +198,4 @@ def ray_head(root: Path, num_cpus: int = 2, timeout_s: float = 90.0) -> Iterator
         for pid in pids_with_env("RAY_TMPDIR", env["RAY_TMPDIR"]):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ from search_spaces import schedule_from_dict
 from sweep.mlflow_tracking import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP,
                                    MLflowSweepCallback, groups_from_mlflow)
 from sweep.progress import groups_from_result_grid, leaderboard
-from servers import pids_with_env, mlflow_server
+from servers import mlflow_server, pids_with_env, short_tmp
 from test_mlflow_fixture import DIVERGED_PENALTY, group_trainable, seed_val_loss
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -72,7 +73,7 @@ def _stop_pruned(trial_id: str, result: dict) -> bool:
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     """A local Ray cluster whose workers can import the fixture trainable; token auth off on purpose."""
-    root = tmp_path_factory.mktemp("ray")
+    root = short_tmp()
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_AUTH_MODE", "RAY_TMPDIR")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), saved["PYTHONPATH"]]))
     os.environ["RAY_AUTH_MODE"] = "disabled"
@@ -80,6 +81,7 @@ def local_ray(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -231,8 +233,7 @@ def test_resume_after_driver_killed(local_ray, tmp_path):
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     results, marker = tmp_path / "ray_results", tmp_path / "paused"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
-               RAY_AUTH_MODE="disabled", RAY_TMPDIR=str(tmp_path / "ray_tmp"), TUNE_GLOBAL_CHECKPOINT_S="0.5")
-    (tmp_path / "ray_tmp").mkdir()
+               RAY_AUTH_MODE="disabled", RAY_TMPDIR=short_tmp(), TUNE_GLOBAL_CHECKPOINT_S="0.5")
     log = open(tmp_path / "driver.log", "wb")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, tracking_uri, str(results), str(marker)], env=env,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -250,13 +251,15 @@ def test_resume_after_driver_killed(local_ray, tmp_path):
         assert finished, (tmp_path / "driver.log").read_text()[-3000:]
         time.sleep(2.0)  # let Tune save its experiment state with the paused trial's step-20 checkpoint
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local cluster it started
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local cluster it started
         driver.wait()
         log.close()
         # Ray processes that left the driver's process group still carry its unique RAY_TMPDIR.
         for pid in pids_with_env("RAY_TMPDIR", env["RAY_TMPDIR"]):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
     before = _by_kind(_sweep_runs(client, "resume-test", "resume"))
     assert len(before["group"]) == 2 and len(before["seed"]) == 6
