@@ -207,3 +207,36 @@ def test_presets_satisfy_the_protocol(name):
     assert isinstance(preset, Schedule)
     m = preset.multipliers(250)
     assert m.tolist() == [preset.multiplier(s, 250) for s in range(250)]
+
+
+DECAY_FORMULAS = {  # the documented decay from 1 to f over t in [0, 1], written out independently
+    "linear": lambda t, f: f + (1 - f) * (1 - t),
+    "cosine": lambda t, f: f + (1 - f) * 0.5 * (1 + math.cos(math.pi * t)),
+    "sqrt": lambda t, f: f + (1 - f) * (1 - math.sqrt(t)),
+    "polynomial": lambda t, f: f + (1 - f) * (1 - t) ** 3.0,
+    "exponential": lambda t, f: f + (1 - f) * (math.exp(-5 * t) - math.exp(-5)) / (1 - math.exp(-5)),
+}
+WARMUP_FORMULAS = {
+    "linear": lambda t: t,
+    "sqrt": lambda t: math.sqrt(t),
+    "cosine": lambda t: 0.5 * (1 - math.cos(math.pi * t)),
+    "exponential": lambda t: (1 - math.exp(-5 * t)) / (1 - math.exp(-5)),
+}
+
+
+@pytest.mark.parametrize("decay", DECAY_FORMULAS)
+@pytest.mark.parametrize("warmup", WARMUP_FORMULAS)
+def test_every_curve_by_formula(warmup, decay):
+    total, w, h, f = 201, 0.1, 0.4, 0.2  # x = s / 200: warmup ends at step 20, hold at step 80
+    shape = Shape(warmup_frac=w, warmup_curve=warmup, hold_frac=h, shape=decay, floor=f,
+                  tail_exponent=3.0 if decay == "polynomial" else None)
+
+    def expected(s: int) -> float:
+        x = s / (total - 1)
+        if x < w:
+            return WARMUP_FORMULAS[warmup](x / w)
+        if x < h:
+            return 1.0
+        return DECAY_FORMULAS[decay]((x - h) / (1 - h), f)
+
+    np.testing.assert_allclose(shape.multipliers(total), [expected(s) for s in range(total)], rtol=0, atol=1e-12)
