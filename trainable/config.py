@@ -51,6 +51,12 @@ def _int(value: Any, path: str, minimum: int | None = None) -> int:
 
 
 def _float(value: Any, path: str, minimum: float | None = None, strict_min: bool = False) -> float:
+    if isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads `1e-3` without a dot as a string; accept what is clearly a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(path, f"expected a number, got {value!r}")
     value = float(value)
