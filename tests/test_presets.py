@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from search_spaces import ConfigError, get_preset, list_presets, schedule_from_dict
 
@@ -232,3 +233,14 @@ def test_bad_preset_args(d, field):
     with pytest.raises(ConfigError) as info:
         schedule_from_dict(d)
     assert info.value.field == field
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.sampled_from(EXPECTED_NAMES), st.integers(1, 3000), st.data())
+def test_any_horizon_property(name, total, data):
+    """Every preset, at any horizon and with default args: finite, in [0, 1], scalar == vector."""
+    preset = get_preset(name)
+    values = preset.multipliers(total)
+    assert np.all(np.isfinite(values)) and np.all((values >= 0) & (values <= 1))
+    step = data.draw(st.integers(0, total - 1))
+    assert preset.multiplier(step, total) == values[step]
