@@ -21,6 +21,12 @@ def test_list(capsys):
     assert len(out.strip().splitlines()) == 1 + len(list_presets()) + len(list_search_spaces())
 
 
+def test_list_verbose(capsys):
+    assert main(["schedules", "list", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "cooldown_frac = 0.2" in out and "lr_decay_iters = (from T)" in out and "hold_share:" in out
+
+
 def test_plot_presets_and_files(tmp_path, capsys):
     shape_yaml = tmp_path / "mine.yaml"
     shape_yaml.write_text("schedule: {warmup_frac: 0.05, hold_frac: 0.6, shape: sqrt, floor: 0.1}\n")

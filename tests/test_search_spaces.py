@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import optuna
 import pytest
@@ -79,3 +82,11 @@ def test_sample(name):
     assert len({repr(s.to_dict()) for s in drawn}) == len(drawn)  # actually random
     again = np.random.default_rng(1)
     assert space.sample(again) == drawn[0]  # and reproducible from the seed
+
+
+def test_bottom_layer_stays_light():
+    """search_spaces is pure Python + numpy: importing it must not pull in torch, ray, optuna or mlflow."""
+    code = ("import sys, search_spaces, search_spaces.spaces; "
+            "heavy = [m for m in ('torch', 'ray', 'optuna', 'mlflow', 'trainable', 'sweep') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     listing = actions.add_parser("list", help="table of presets and search spaces")
+    listing.add_argument("-v", "--verbose", action="store_true",
+                         help="also list each preset's arguments and each space's parameters")
     listing.set_defaults(func=run_list)
     plot = actions.add_parser("plot", help="overlay plot of schedules as a PNG")
     plot.add_argument("names", nargs="+", metavar="NAME", help="preset name, YAML/JSON schedule file, or inline mapping '{preset: wsd_sqrt, floor: 0.1}'")
@@ -41,7 +43,19 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"{'KIND':<7} {'NAME':<{width}}  DESCRIPTION")
     for kind, name, description in rows:
         print(f"{kind:<7} {name:<{width}}  {description}")
+        if getattr(args, "verbose", False):
+            for line in _details(kind, name):
+                print(f"{'':<7} {'':<{width}}    {line}")
     return 0
+
+
+def _details(kind: str, name: str) -> list[str]:
+    """Argument (preset) or parameter (space) lines for ``list --verbose``."""
+    if kind == "preset":
+        spec = preset_spec(name)
+        lines = [f"{p.name} = {'(from T)' if p.default is None else p.default}: {p.doc}" for p in spec.params]
+        return lines + ([f"source: {spec.source}"] if spec.source else [])
+    return [f"{param}: {doc}" for param, doc in get_search_space(name).params.items()]
 
 
 def load_schedule(name: str) -> Schedule:
