@@ -55,6 +55,7 @@ TAG_SEED = "schedsweep.seed"
 TAG_STATUS = "schedsweep.status"
 TAG_LABEL = "schedsweep.label"
 TAG_LAST_STEP = "schedsweep.last_step"
+TAG_TRAIN_RUN = "schedsweep.train_run"
 TAG_PARENT = "mlflow.parentRunId"
 KIND_SWEEP, KIND_GROUP, KIND_SEED = "sweep", "group", "seed"
 
@@ -356,15 +357,17 @@ class MLflowSweepCallback(Callback):
     def _start_group(self, trial: Any) -> None:
         self._ensure_group(trial)
 
-    def _log_metrics(self, run_id: str, values: Mapping[str, Any], names: Iterable[str], step: int) -> None:
-        """One `log_batch` with the metrics of one step, unless that step was already logged."""
+    def _log_metrics(self, run_id: str, values: Mapping[str, Any], names: Iterable[str], step: int,
+                     tags: Mapping[str, str] | None = None) -> None:
+        """One `log_batch` with the metrics (and `tags`) of one step, unless that step was already logged."""
         if step <= self._last_step.get(run_id, -1):
             return  # replayed after a restore
         now = int(time.time() * 1000)
         metrics = [Metric(name, v, now, step) for name in names if (v := _metric_value(values.get(name))) is not None]
         if not metrics:
             return
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(TAG_LAST_STEP, str(step))])
+        all_tags = [RunTag(TAG_LAST_STEP, str(step))] + [RunTag(k, v) for k, v in (tags or {}).items()]
+        self.client.log_batch(run_id, metrics=metrics, tags=all_tags)
         self._last_step[run_id] = step
 
     def _log_result(self, trial: Any, result: Mapping[str, Any]) -> None:
@@ -373,7 +376,9 @@ class MLflowSweepCallback(Callback):
         for seed, values in (result.get("per_seed") or {}).items():
             run_id = self._runs.get((KIND_SEED, str(trial.trial_id), str(seed)))
             if run_id is not None:
-                self._log_metrics(run_id, values, SEED_METRICS, int(values.get("step", step) or step))
+                # The seed's Ray Train run (where its checkpoints live) rides along as a tag.
+                train_run = {TAG_TRAIN_RUN: str(values["train_run"])} if values.get("train_run") else None
+                self._log_metrics(run_id, values, SEED_METRICS, int(values.get("step", step) or step), train_run)
         self._log_metrics(group_run, result, GROUP_METRICS, step)
 
     def _end_group(self, trial: Any, errored: bool) -> None:

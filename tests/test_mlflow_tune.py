@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import shutil
@@ -27,9 +28,9 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from search_spaces import schedule_from_dict
-from sweep.mlflow_tracking import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP,
+from sweep.mlflow_tracking import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_TRAIN_RUN,
                                    MLflowSweepCallback, groups_from_mlflow)
-from sweep.progress import groups_from_result_grid, leaderboard
+from sweep.progress import SweepProgress, groups_from_result_grid, leaderboard
 from servers import mlflow_server, pids_with_env, short_tmp
 from test_mlflow_fixture import DIVERGED_PENALTY, group_trainable, seed_val_loss
 
@@ -110,11 +111,13 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch):
     with mlflow_server(tmp_path / "server") as uri:
         callback = MLflowSweepCallback(uri, "schedsweep-test", "layout", sweep_config, total_steps=TOTAL,
                                        seeds=SEEDS, search_space="fixture", strict=True)
+        progress_out = io.StringIO()
+        progress = SweepProgress(total_steps=TOTAL, interval_s=0.0, stream=progress_out)
         tuner = tune.Tuner(
             tune.with_resources(group_trainable, {"cpu": 0.5}),
             param_space=_param_space(CASES),
             run_config=tune.RunConfig(name="layout", storage_path=str(tmp_path / "ray_results"),
-                                      callbacks=[callback], stop=_stop_pruned, verbose=0),
+                                      callbacks=[callback, progress], stop=_stop_pruned, verbose=0),
         )
         grid = tuner.fit()
         client = MlflowClient(uri)
@@ -153,6 +156,7 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch):
                 assert shape.items() <= srun.data.params.items()
                 assert srun.data.params["seed"] == srun.data.tags[TAG_SEED]
                 assert srun.data.params["group_id"] == group_id
+                assert srun.data.tags[TAG_TRAIN_RUN] == f"fixture-seed{srun.data.tags[TAG_SEED]}"
 
         def seed_runs_of(case_name):
             gid = next(g for g, c in case_of.items() if c == case_name)
@@ -197,6 +201,14 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch):
         from_mlflow = leaderboard(groups_from_mlflow(uri, "schedsweep-test", "layout"))
         from_grid = leaderboard(groups_from_result_grid(grid))
     assert from_mlflow == from_grid
+    # The live progress printed every group's start and end, and the same leaderboard at the end.
+    printed = progress_out.getvalue()
+    for gid, case in case_of.items():
+        assert f"start  {gid}" in printed
+        state = {"pruned": "pruned", "diverged": "diverged"}.get(case, "finished")
+        assert f"end    {gid} ({CASES[case]['baseline'] or 'search'}) {state}" in printed
+    assert "step 20/40" in printed
+    assert "2 finished of 4 groups" in printed
     lines = from_mlflow.splitlines()
     ranked = [line for line in lines if line.strip()[:1].isdigit()]
     good_gid = next(g for g, c in case_of.items() if c == "good")
