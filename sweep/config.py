@@ -1,0 +1,440 @@
+"""The sweep config: one YAML file, validated in full before anything is created.
+
+Every bad value raises `ConfigError` naming the dotted field (`seeds[1]`, `scheduler.reduction_factor`,
+`trainer.optimizer.lr`), so `sweep run` prints one line and exits 2 with no folder, Ray cluster or MLflow
+run made. The `trainer:` section is a `trainable.config.TrainConfig` minus what the sweep itself sets per
+run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
+
+    name: demo
+    trainer: {model: tiny, horizon: {steps: 60}, eval: {interval: 10}, ...}
+    search_space: wsd                   # a named space from search_spaces, or inline (see below)
+    baselines: [nanogpt_cosine, {preset: wsd_sqrt, cooldown_frac: 0.2}]
+    seeds: [0, 1]
+    budget: 4                           # shapes proposed by TPE, on top of the baselines
+    scheduler: {grace_period: 20, reduction_factor: 2, rung_metric: raw}
+    resources: {workers: 2, use_gpu: false, cpus_per_worker: 0.5}
+    max_concurrent_trials: 1
+    storage: ./sweeps                   # a folder, a shared mount, s3://bucket/x or gs://bucket/x
+    mlflow: {tracking_uri: null, experiment: null}   # default: sqlite in <storage>/<name>/mlflow.db
+    optuna: {storage: null, seed: 0}    # e.g. sqlite:///study.db to watch it in optuna-dashboard
+    divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number: told as that
+
+An inline search space maps Shape parameters to a range `[low, high]` (floats), a list of choices, or a
+fixed value: `search_space: {warmup_frac: [0.0, 0.1], shape: [cosine, linear], hold_frac: 0.5}`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search_spaces import get_search_space, schedule_from_dict
+from search_spaces.errors import ConfigError
+from trainable.config import TrainConfig, load_yaml
+
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
+
+# Keys of the trainer section that the sweep sets itself for every seed run.
+_SWEEP_OWNED_TRAINER_KEYS = ("schedule", "seed", "data_seed")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "hdfs://")
+RUNG_METRICS = ("raw",)  # schedule-aware rung metrics come with the verdicts issue
+
+
+def _keys(d: Any, allowed: set[str], path: str) -> dict:
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(path, f"expected a mapping, got {type(d).__name__}")
+    for key in d:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+    return d
+
+
+def _int(value: Any, path: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(path, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _number(value: Any, path: str, above: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(path, f"expected a finite number, got {value!r}")
+    if value <= above:
+        raise ConfigError(path, f"must be > {above}, got {value}")
+    return float(value)
+
+
+def _bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"expected true or false, got {value!r}")
+    return value
+
+
+def _opt_str(value: Any, path: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(path, f"expected a non-empty string or null, got {value!r}")
+    return value
+
+
+def is_remote(uri: str) -> bool:
+    """True for object-store URIs that Ray writes through pyarrow (no local folder to create)."""
+    return uri.startswith(_REMOTE_SCHEMES)
+
+
+@dataclass(frozen=True)
+class SchedulerSection:
+    """ASHA over seed groups. `grace_period` is in optimizer steps (ASHA's time attribute is `step`)."""
+
+    grace_period: int = 20
+    reduction_factor: float = 2.0
+    rung_metric: str = "raw"
+    enabled: bool = True
+
+    @staticmethod
+    def parse(d: Any, path: str = "scheduler") -> "SchedulerSection":
+        d = _keys(d, {"grace_period", "reduction_factor", "rung_metric", "enabled"}, path)
+        out = SchedulerSection()
+        rung = d.get("rung_metric", out.rung_metric)
+        if rung not in RUNG_METRICS:
+            raise ConfigError(f"{path}.rung_metric", f"expected one of {', '.join(RUNG_METRICS)}, got {rung!r}")
+        factor = _number(d.get("reduction_factor", out.reduction_factor), f"{path}.reduction_factor", 1.0)
+        return SchedulerSection(
+            grace_period=_int(d.get("grace_period", out.grace_period), f"{path}.grace_period", 1),
+            reduction_factor=factor,
+            rung_metric=rung,
+            enabled=_bool(d.get("enabled", True), f"{path}.enabled"),
+        )
+
+
+@dataclass(frozen=True)
+class ResourcesSection:
+    """Per seed run: `workers` DDP ranks, each with `cpus_per_worker` CPUs (fractions allowed) and a GPU
+    when `use_gpu`. A group holds seeds x workers of them at once."""
+
+    workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5
+
+    @staticmethod
+    def parse(d: Any, path: str = "resources") -> "ResourcesSection":
+        d = _keys(d, {"workers", "use_gpu", "cpus_per_worker"}, path)
+        out = ResourcesSection()
+        return ResourcesSection(
+            workers=_int(d.get("workers", out.workers), f"{path}.workers", 1),
+            use_gpu=_bool(d.get("use_gpu", out.use_gpu), f"{path}.use_gpu"),
+            cpus_per_worker=_number(d.get("cpus_per_worker", out.cpus_per_worker), f"{path}.cpus_per_worker", 0.0),
+        )
+
+
+@dataclass(frozen=True)
+class MlflowSection:
+    """Tracking URI (default: sqlite file in the sweep folder) and experiment (default: the sweep name)."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+    @staticmethod
+    def parse(d: Any, path: str = "mlflow") -> "MlflowSection":
+        d = _keys(d, {"tracking_uri", "experiment"}, path)
+        return MlflowSection(
+            tracking_uri=_opt_str(d.get("tracking_uri"), f"{path}.tracking_uri"),
+            experiment=_opt_str(d.get("experiment"), f"{path}.experiment"),
+        )
+
+
+@dataclass(frozen=True)
+class OptunaSection:
+    """Optional Optuna storage URL (sqlite/postgres, for optuna-dashboard) and the TPE sampler seed."""
+
+    storage: str | None = None
+    seed: int | None = 0
+
+    @staticmethod
+    def parse(d: Any, path: str = "optuna") -> "OptunaSection":
+        d = _keys(d, {"storage", "seed"}, path)
+        storage = _opt_str(d.get("storage"), f"{path}.storage")
+        if storage is not None and "://" not in storage:
+            raise ConfigError(f"{path}.storage", f"expected a database URL like sqlite:///study.db, got {storage!r}")
+        seed = d.get("seed", 0)
+        if seed is not None:
+            _int(seed, f"{path}.seed", 0)
+        return OptunaSection(storage=storage, seed=seed)
+
+
+@dataclass(frozen=True)
+class InlineSpace:
+    """A search space written in the config: Shape parameter -> [low, high], [choices...] or a fixed value."""
+
+    params: dict[str, Any]
+    name: str = "inline"
+    description: str = "inline search space from the sweep config"
+
+    def suggest(self, trial: Any):
+        """A schedule from `trial`'s suggestions (define-by-run, like `search_spaces.SearchSpace`)."""
+        values: dict[str, Any] = {}
+        for key, spec in self.params.items():
+            if isinstance(spec, list) and len(spec) == 2 and all(_is_num(v) for v in spec):
+                values[key] = trial.suggest_float(key, float(spec[0]), float(spec[1]))
+            elif isinstance(spec, list):
+                values[key] = trial.suggest_categorical(key, list(spec))
+            else:
+                values[key] = spec
+        return schedule_from_dict(values)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _LowTrial:
+    """Picks the first choice / the low end of every range: one concrete schedule to validate an inline space."""
+
+    def __init__(self, pick_high: bool = False):
+        self.pick_high = pick_high
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        return high if self.pick_high else low
+
+    def suggest_categorical(self, name: str, choices: list) -> Any:
+        return choices[-1] if self.pick_high else choices[0]
+
+
+def parse_search_space(value: Any, path: str = "search_space") -> Any:
+    """A named `search_spaces` space (string or `{name: ...}`) or an `InlineSpace`; errors name the field."""
+    if isinstance(value, dict) and set(value) == {"name"}:
+        value = value["name"]
+    if isinstance(value, str):
+        try:
+            return get_search_space(value)
+        except ConfigError as err:
+            raise ConfigError(path, err.message) from None
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(path, f"expected a search space name or an inline mapping, got {value!r}")
+    for key, spec in value.items():
+        if isinstance(spec, list):
+            if not spec:
+                raise ConfigError(f"{path}.{key}", "an empty list of choices")
+            if len(spec) == 2 and all(_is_num(v) for v in spec) and spec[0] >= spec[1]:
+                raise ConfigError(f"{path}.{key}", f"range [low, high] needs low < high, got {spec}")
+    space = InlineSpace(dict(value))
+    for pick_high in (False, True):
+        try:
+            space.suggest(_LowTrial(pick_high))
+        except ConfigError as err:
+            raise err.prefixed(path) from None
+    return space
+
+
+def _parse_baselines(value: Any, path: str = "baselines") -> tuple[dict, ...]:
+    """Each baseline is a preset name or `{preset: NAME, ...args}`; returned as schedule dicts."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(path, f"expected a list of preset names, got {value!r}")
+    out: list[dict] = []
+    for i, item in enumerate(value):
+        where = f"{path}[{i}]"
+        d = {"preset": item} if isinstance(item, str) else item
+        if not isinstance(d, dict) or "preset" not in d:
+            raise ConfigError(where, f"expected a preset name or a mapping with `preset:`, got {item!r}")
+        try:
+            schedule = schedule_from_dict(dict(d))
+        except ConfigError as err:
+            raise err.prefixed(where) from None
+        out.append(schedule.to_dict())
+    labels = [baseline_label(d) for d in out]
+    for i, label in enumerate(labels):
+        if labels.index(label) != i:
+            raise ConfigError(f"{path}[{i}]", f"baseline {label!r} appears twice")
+    return tuple(out)
+
+
+def baseline_label(schedule: dict) -> str:
+    """The name a baseline group goes by: the preset name, plus its arguments when it has any."""
+    args = {k: v for k, v in schedule.items() if k != "preset"}
+    if not args:
+        return str(schedule["preset"])
+    return f"{schedule['preset']}(" + ",".join(f"{k}={v}" for k, v in sorted(args.items())) + ")"
+
+
+def _parse_seeds(value: Any, path: str = "seeds") -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(path, f"expected a non-empty list of integers, got {value!r}")
+    seeds = tuple(_int(s, f"{path}[{i}]", 0) for i, s in enumerate(value))
+    for i, s in enumerate(seeds):
+        if seeds.index(s) != i:
+            raise ConfigError(f"{path}[{i}]", f"seed {s} appears twice")
+    return seeds
+
+
+def _parse_trainer(value: Any, path: str = "trainer") -> TrainConfig:
+    d = _keys(value, set(TrainConfig.__dataclass_fields__) - {"_SECTIONS"}, path)
+    for key in _SWEEP_OWNED_TRAINER_KEYS:
+        if key in d:
+            raise ConfigError(f"{path}.{key}", "is set by the sweep for every run (search space, baselines, seeds)")
+    ckpt = d.get("checkpoint")
+    if isinstance(ckpt, dict) and ckpt.get("dir") is not None:
+        raise ConfigError(f"{path}.checkpoint.dir", "is set by the sweep (checkpoints go to the sweep storage)")
+    try:
+        return TrainConfig.from_dict(d)
+    except ConfigError as err:
+        raise err.prefixed(path) from None
+
+
+def parse_storage(value: Any, path: str = "storage") -> str:
+    """A local folder (made absolute) or an object-store URI; ConfigError naming `path` otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(path, f"expected a folder or a URI like s3://bucket/prefix, got {value!r}")
+    if is_remote(value) or "://" in value:
+        if not is_remote(value):
+            raise ConfigError(path, f"unsupported scheme in {value!r}; use a folder or {', '.join(_REMOTE_SCHEMES)}")
+        return value.rstrip("/")
+    resolved = Path(value).expanduser().resolve()
+    if resolved.exists() and not resolved.is_dir():
+        raise ConfigError(path, f"{resolved} exists and is not a folder")
+    return str(resolved)
+
+
+_TOP_KEYS = {
+    "name", "trainer", "search_space", "baselines", "seeds", "budget", "scheduler", "resources",
+    "max_concurrent_trials", "storage", "mlflow", "optuna", "divergence_penalty",
+}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep. Build it with `from_dict` / `from_yaml`; `to_dict` gives back the YAML form."""
+
+    name: str
+    trainer: TrainConfig
+    search_space: Any
+    search_space_spec: Any
+    baselines: tuple[dict, ...]
+    seeds: tuple[int, ...]
+    budget: int
+    scheduler: SchedulerSection = field(default_factory=SchedulerSection)
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
+    max_concurrent_trials: int = 1
+    storage: str = "./sweeps"
+    mlflow: MlflowSection = field(default_factory=MlflowSection)
+    optuna: OptunaSection = field(default_factory=OptunaSection)
+    divergence_penalty: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SweepConfig":
+        """Validate a YAML-shaped dict; the first problem found raises `ConfigError` naming its field."""
+        d = _keys(d, _TOP_KEYS, "")
+        name = d.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ConfigError("name", f"expected 1-100 letters, digits, '_', '-' or '.', got {name!r}")
+        trainer = _parse_trainer(d.get("trainer"))
+        if "search_space" not in d:
+            raise ConfigError("search_space", "required: a search space name (e.g. wsd) or an inline mapping")
+        space = parse_search_space(d["search_space"])
+        baselines = _parse_baselines(d.get("baselines"))
+        seeds = _parse_seeds(d.get("seeds", [0, 1, 2]))
+        budget = _int(d.get("budget", 4), "budget", 0)
+        if budget == 0 and not baselines:
+            raise ConfigError("budget", "0 with no baselines: nothing to run")
+        scheduler = SchedulerSection.parse(d.get("scheduler"))
+        total = trainer.total_steps(1) if trainer.horizon.steps is not None else None
+        if total is not None and scheduler.enabled and scheduler.grace_period > total:
+            raise ConfigError("scheduler.grace_period", f"{scheduler.grace_period} is past the horizon ({total} steps)")
+        resources = ResourcesSection.parse(d.get("resources"))
+        if resources.use_gpu and trainer.device == "cpu":
+            raise ConfigError("resources.use_gpu", "true while trainer.device is cpu")
+        storage = parse_storage(d.get("storage", "./sweeps"))
+        mlflow_section = MlflowSection.parse(d.get("mlflow"))
+        if mlflow_section.tracking_uri is None and is_remote(storage):
+            raise ConfigError("mlflow.tracking_uri", "required when storage is remote (no local sqlite file there)")
+        penalty = d.get("divergence_penalty")
+        if penalty is not None:
+            penalty = _number(penalty, "divergence_penalty", 0.0)
+        return cls(
+            name=name,
+            trainer=trainer,
+            search_space=space,
+            search_space_spec=d["search_space"],
+            baselines=baselines,
+            seeds=seeds,
+            budget=budget,
+            scheduler=scheduler,
+            resources=resources,
+            max_concurrent_trials=_int(d.get("max_concurrent_trials", 1), "max_concurrent_trials", 1),
+            storage=storage,
+            mlflow=mlflow_section,
+            optuna=OptunaSection.parse(d.get("optuna")),
+            divergence_penalty=penalty,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SweepConfig":
+        """Read and validate a sweep YAML file."""
+        return cls.from_dict(load_yaml(path))
+
+    # ------------------------------------------------------------------------------------------------------
+    @property
+    def sweep_dir(self) -> str:
+        """Where this sweep lives: `<storage>/<name>` (Tune's experiment folder)."""
+        return f"{self.storage}/{self.name}"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI; by default an sqlite file inside the sweep folder."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.sweep_dir}/mlflow.db"
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow.experiment or self.name
+
+    @property
+    def trainer_dict(self) -> dict:
+        """The trainer section as a plain dict; the group trial adds schedule, seeds and checkpoint dir."""
+        d = self.trainer.to_dict()
+        for key in _SWEEP_OWNED_TRAINER_KEYS:
+            d.pop(key, None)
+        return d
+
+    def max_step(self) -> int:
+        """The last step a run reports (the horizon; a token horizon resolves with the configured world size)."""
+        return self.trainer.total_steps(self.resources.workers)
+
+    def to_dict(self) -> dict:
+        """The YAML form, as `from_dict` accepts it (the copy stored in the sweep folder for resume)."""
+        return {
+            "name": self.name,
+            "trainer": self.trainer_dict,
+            "search_space": self.search_space_spec,
+            "baselines": [dict(b) for b in self.baselines],
+            "seeds": list(self.seeds),
+            "budget": self.budget,
+            "scheduler": {
+                "grace_period": self.scheduler.grace_period,
+                "reduction_factor": self.scheduler.reduction_factor,
+                "rung_metric": self.scheduler.rung_metric,
+                "enabled": self.scheduler.enabled,
+            },
+            "resources": {
+                "workers": self.resources.workers,
+                "use_gpu": self.resources.use_gpu,
+                "cpus_per_worker": self.resources.cpus_per_worker,
+            },
+            "max_concurrent_trials": self.max_concurrent_trials,
+            "storage": self.storage,
+            "mlflow": {"tracking_uri": self.mlflow.tracking_uri, "experiment": self.mlflow.experiment},
+            "optuna": {"storage": self.optuna.storage, "seed": self.optuna.seed},
+            "divergence_penalty": self.divergence_penalty,
+        }
+
+
+def load_sweep_config(path: str | Path | None = None) -> SweepConfig:
+    """The sweep config at `path`, or the packaged demo config when `path` is None."""
+    return SweepConfig.from_yaml(DEMO_CONFIG if path is None else path)

@@ -1,0 +1,141 @@
+"""Sweep config validation: every bad file names its field, exits 2 through the CLI, and creates nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from search_spaces.errors import ConfigError
+from sweep.cli import main
+from sweep.config import DEMO_CONFIG, InlineSpace, SweepConfig, load_sweep_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "name": "cfgtest",
+        "trainer": {"model": "tiny", "horizon": {"steps": 40}, "eval": {"interval": 10}, "device": "cpu"},
+        "search_space": "wsd",
+        "baselines": ["nanogpt_cosine"],
+        "seeds": [0, 1],
+        "budget": 2,
+        "storage": str(tmp_path / "store"),
+    }
+
+
+def test_demo_config_is_valid_and_the_packaged_copy_matches_configs() -> None:
+    cfg = load_sweep_config()
+    assert cfg.name == "demo" and cfg.seeds == (0, 1) and len(cfg.baselines) == 2
+    assert cfg.resources.workers == 2 and not cfg.resources.use_gpu
+    assert (REPO / "configs" / "demo.yaml").read_text() == DEMO_CONFIG.read_text()
+
+
+def test_round_trip_and_defaults(tmp_path: Path) -> None:
+    cfg = SweepConfig.from_dict(base(tmp_path))
+    assert SweepConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.tracking_uri == f"sqlite:///{tmp_path}/store/cfgtest/mlflow.db"
+    assert cfg.experiment == "cfgtest"
+    assert cfg.scheduler.rung_metric == "raw"
+    assert cfg.baselines == ({"preset": "nanogpt_cosine"},)
+    # What the sweep sets per run is not in the trainer section it hands on.
+    assert not {"schedule", "seed", "data_seed"} & set(cfg.trainer_dict)
+
+
+def test_inline_search_space_suggests_within_its_ranges(tmp_path: Path) -> None:
+    import optuna
+
+    d = base(tmp_path)
+    d["search_space"] = {"warmup_frac": [0.0, 0.1], "hold_frac": [0.3, 0.8], "shape": ["cosine", "linear"],
+                         "floor": 0.05}
+    cfg = SweepConfig.from_dict(d)
+    assert isinstance(cfg.search_space, InlineSpace)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(5):
+        trial = study.ask()
+        sched = cfg.search_space.suggest(trial).to_dict()
+        assert 0.0 <= sched["warmup_frac"] <= 0.1 and 0.3 <= sched["hold_frac"] <= 0.8
+        assert sched["shape"] in ("cosine", "linear") and sched["floor"] == 0.05
+        study.tell(trial, 1.0)
+
+
+def _set(d: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = value
+
+
+BAD = [
+    ("name", "has spaces", "name"),
+    ("seeds", [0, 0], "seeds[1]"),
+    ("seeds", [0, -1], "seeds[1]"),
+    ("seeds", [], "seeds"),
+    ("budget", -1, "budget"),
+    ("search_space", "nope", "search_space"),
+    ("search_space", {"warmup_frac": [0.5, 0.1]}, "search_space.warmup_frac"),
+    ("search_space", {"shape": ["cosine", "wiggly"]}, "search_space.shape"),
+    ("baselines", ["nanogpt_cosine", "not_a_preset"], "baselines[1].preset"),
+    ("baselines", [{"preset": "wsd_sqrt", "cooldown_frac": 2.0}], "baselines[0].cooldown_frac"),
+    ("trainer.optimizer.lr", -1.0, "trainer.optimizer.lr"),
+    ("trainer.batch.seq_len", 0, "trainer.batch.seq_len"),
+    ("trainer.modle", "tiny", "trainer.modle"),
+    ("trainer.schedule", {"preset": "constant"}, "trainer.schedule"),
+    ("trainer.checkpoint.dir", "/tmp/x", "trainer.checkpoint.dir"),
+    ("scheduler.reduction_factor", 1.0, "scheduler.reduction_factor"),
+    ("scheduler.grace_period", 0, "scheduler.grace_period"),
+    ("scheduler.grace_period", 500, "scheduler.grace_period"),
+    ("scheduler.rung_metric", "fancy", "scheduler.rung_metric"),
+    ("resources.workers", 0, "resources.workers"),
+    ("resources.cpus_per_worker", 0, "resources.cpus_per_worker"),
+    ("resources.use_gpu", "yes", "resources.use_gpu"),
+    ("max_concurrent_trials", 0, "max_concurrent_trials"),
+    ("storage", "ftp://host/x", "storage"),
+    ("storage", "s3://bucket/sweeps", "mlflow.tracking_uri"),
+    ("optuna.storage", "study.db", "optuna.storage"),
+    ("divergence_penalty", "high", "divergence_penalty"),
+    ("unknown_key", 1, "unknown_key"),
+]
+
+
+@pytest.mark.parametrize("key,value,field", BAD, ids=[f"{k}={v!r}" for k, v, _ in BAD])
+def test_bad_field_is_named(tmp_path: Path, key: str, value: Any, field: str) -> None:
+    d = base(tmp_path)
+    _set(d, key, value)
+    with pytest.raises(ConfigError) as err:
+        SweepConfig.from_dict(d)
+    assert err.value.field == field, str(err.value)
+
+
+@pytest.mark.parametrize("key,value,field", [BAD[1], BAD[5], BAD[8], BAD[10], BAD[15], BAD[24]])
+def test_cli_exit_2_one_line_nothing_created(tmp_path: Path, capsys, key: str, value: Any, field: str) -> None:
+    d = base(tmp_path)
+    _set(d, key, value)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and err[0].startswith(f"sweep: error: {field}: ")
+    assert not (tmp_path / "store").exists()
+
+
+def test_cli_unreadable_config_and_missing_resume(tmp_path: Path, capsys) -> None:
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "sweep: error: config: cannot read" in capsys.readouterr().err
+    assert main(["resume", "ghost", "--storage", str(tmp_path / "store")]) == 2
+    assert "sweep: error: name: no sweep 'ghost'" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()
+
+
+def test_run_refuses_an_existing_sweep_name(tmp_path: Path, capsys) -> None:
+    d = base(tmp_path)
+    (tmp_path / "store" / "cfgtest").mkdir(parents=True)
+    (tmp_path / "store" / "cfgtest" / "tuner.pkl").write_bytes(b"x")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err and "--overwrite" in err
