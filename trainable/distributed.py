@@ -66,6 +66,8 @@ def setup_distributed(device_preference: str = "auto") -> DistEnv:
 def teardown_distributed(env: DistEnv) -> None:
     """Destroy the process group only if this module created it."""
     if env.owns_group and dist.is_initialized():
+        # Leave together: gloo can abort a rank whose peer tears its connections down mid-operation.
+        dist.barrier()
         dist.destroy_process_group()
 
 
