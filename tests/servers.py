@@ -54,13 +54,14 @@ def _venv_bin(name: str) -> str:
     return found
 
 
-def _wait_http_ok(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
+def _wait_http_ok(url: str, proc: subprocess.Popen, timeout_s: float, log: Path,
+                  headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before {url} answered:\n{_tail(log)}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -191,7 +192,9 @@ def ray_head(root: Path, num_cpus: int = 2, timeout_s: float = 90.0) -> Iterator
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        _wait_http_ok(f"{head.dashboard_url}/api/version", proc, timeout_s, log)
+        # With token auth on, the dashboard answers 401 without the token: a 200 also proves the token works.
+        _wait_http_ok(f"{head.dashboard_url}/api/version", proc, timeout_s, log,
+                      headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
         yield head
     finally:
         _stop_group(proc, grace_s=30.0)
