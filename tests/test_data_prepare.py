@@ -148,10 +148,10 @@ def test_failure_midway_leaves_nothing(tmp_path: Path) -> None:
 
 def test_missing_text_column_names_the_field(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", make_docs(10), field="content")
-    with pytest.raises(ConfigError) as err:
-        prepare(PrepareConfig(out_dir=str(tmp_path / "out"), source="files", files=[str(src)]))
+    with pytest.raises(ConfigError) as err:  # found only while streaming, after the folders were made
+        prepare(PrepareConfig(out_dir=str(tmp_path / "new" / "deeper" / "out"), source="files", files=[str(src)]))
     assert err.value.field == "data.text_field"
-    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
 
 
 @pytest.mark.parametrize(

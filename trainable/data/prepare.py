@@ -221,6 +221,8 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
     enc = gpt2_encoding()
     byte_lengths = token_byte_lengths(enc)
     out = Path(cfg.out_dir)
+    # Folders this call creates above out_dir, removed again if it fails: bad input leaves no trace.
+    new_parents = [p for p in reversed(out.absolute().parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -279,6 +281,11 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
         os.rename(tmp, out)  # atomic; fails if someone else created a non-empty out_dir meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(new_parents):
+            try:
+                parent.rmdir()  # only if still empty: never removes what someone else put there
+            except OSError:
+                break
         raise
     return meta
 
