@@ -76,3 +76,12 @@ def test_missing_files_and_missing_source(tmp_path: Path, capsys) -> None:
     assert exc.value.code == 2
     assert "--dataset" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_bundled_without_out_fills_the_shared_cache(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SCHEDSWEEP_CACHE", str(tmp_path / "cache"))
+    assert main(["data", "prepare", "--bundled"]) == 0
+    folders = list((tmp_path / "cache" / "data").iterdir())
+    prepared = [p for p in folders if (p / "meta.json").is_file()]
+    assert len(prepared) == 1
+    assert f"wrote {prepared[0]}" in capsys.readouterr().out
