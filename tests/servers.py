@@ -43,7 +43,7 @@ def short_tmp() -> str:
     return tempfile.mkdtemp(prefix="ray-", dir="/tmp")
 
 
-def _venv_bin(name: str) -> str:
+def venv_bin(name: str) -> str:
     """The console script `name` next to the running interpreter (the project venv), else on PATH."""
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
@@ -103,7 +103,7 @@ def mlflow_server(root: Path, timeout_s: float = 60.0) -> Iterator[str]:
     log = root / "mlflow-server.log"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [
-        _venv_bin("mlflow"), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+        venv_bin("mlflow"), "server", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
     ]
@@ -184,7 +184,7 @@ def ray_head(root: Path, num_cpus: int = 2, timeout_s: float = 90.0) -> Iterator
     port, dash_port = free_port(), free_port()
     log = root / "ray-head.log"
     cmd = [
-        _venv_bin("ray"), "start", "--head", "--block", f"--num-cpus={num_cpus}", "--include-dashboard=true",
+        venv_bin("ray"), "start", "--head", "--block", f"--num-cpus={num_cpus}", "--include-dashboard=true",
         f"--port={port}", f"--dashboard-port={dash_port}", "--dashboard-host=127.0.0.1",
         "--node-ip-address=127.0.0.1", "--disable-usage-stats",
     ]
