@@ -19,8 +19,9 @@ run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
     optuna: {storage: null, seed: 0}    # e.g. sqlite:///study.db to watch it in optuna-dashboard
     divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number: told as that
 
-An inline search space maps Shape parameters to a range `[low, high]` (floats), a list of choices, or a
-fixed value: `search_space: {warmup_frac: [0.0, 0.1], shape: [cosine, linear], hold_frac: 0.5}`.
+An inline search space maps Shape parameters to a range `[low, high]` (two numbers), a list of choices
+(strings), `{choices: [...]}` (any values), or a fixed value:
+`search_space: {warmup_frac: [0.0, 0.1], shape: [cosine, linear], floor: {choices: [0.0, 0.1]}, hold_frac: 0.5}`.
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ class InlineSpace:
                 values[key] = trial.suggest_float(key, float(spec[0]), float(spec[1]))
             elif isinstance(spec, list):
                 values[key] = trial.suggest_categorical(key, list(spec))
+            elif isinstance(spec, dict):  # {choices: [...]}: numbers as choices rather than a range
+                values[key] = trial.suggest_categorical(key, list(spec["choices"]))
             else:
                 values[key] = spec
         return schedule_from_dict(values)
@@ -219,6 +222,9 @@ def parse_search_space(value: Any, path: str = "search_space") -> Any:
     if not isinstance(value, dict) or not value:
         raise ConfigError(path, f"expected a search space name or an inline mapping, got {value!r}")
     for key, spec in value.items():
+        if isinstance(spec, dict):
+            if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise ConfigError(f"{path}.{key}", "a mapping here must be {choices: [a non-empty list]}")
         if isinstance(spec, list):
             if not spec:
                 raise ConfigError(f"{path}.{key}", "an empty list of choices")

@@ -1,0 +1,138 @@
+"""The Tune function trainable for one seed group: one `TorchTrainer` per seed, run concurrently.
+
+Each seed run is a Ray Train run named `<trial id>-seed<k>` under `<sweep>/train`, so after a kill and a
+`Tuner.restore` it picks up its own latest checkpoint (Train V2 restores a run by name from storage, and the
+worker passes `ray.train.get_checkpoint()` to `train(resume_from=...)`).
+
+Reports travel from each run's Train controller to this trial through one `ray.util.queue.Queue` that
+`SeedReportCallback.after_report` fills with `(seed, rank-0 metrics)`. The put is synchronous, and the
+controller calls `after_report` before its run can end, so once a seed's `fit()` has returned, everything it
+reported is already in the queue. The trial reports a group result to Tune for every step all seeds reached
+(`GroupAggregator`) and the final one only after every `fit()` returned and the queue is empty: the final
+report cannot race (see ray-mlflow-facts.md, "A trial hung for good once").
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from typing import Any
+
+import ray
+import ray.train
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
+from ray.util.queue import Empty, Queue
+
+from sweep.group_results import GroupAggregator
+from trainable.ray_trainable import train_worker
+
+_POLL_S = 0.5
+
+
+class SeedReportCallback(UserCallback):
+    """Runs in a seed run's Train controller: forwards rank 0's metrics of every report to the group."""
+
+    def __init__(self, queue: Queue, seed: int):
+        self.queue = queue
+        self.seed = seed
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        item = dict(metrics[0])
+        if checkpoint is not None:
+            item["checkpoint_path"] = checkpoint.path
+        self.queue.put((self.seed, item), block=True)
+
+
+class _SeedRun(threading.Thread):
+    """`trainer.fit()` in a thread; keeps the Result or the exception for the group trial."""
+
+    def __init__(self, seed: int, trainer: TorchTrainer):
+        super().__init__(name=f"seed-{seed}", daemon=True)
+        self.seed, self.trainer = seed, trainer
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.trainer.fit()
+        except BaseException as err:  # reported by the group trial, which fails the whole group
+            self.error = err
+
+    def last_metrics(self) -> dict[str, Any] | None:
+        return dict(self.result.metrics) if self.result is not None and self.result.metrics else None
+
+
+def seed_trainer_config(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The complete TrainConfig dict of one seed run: the sweep's trainer section, the group's schedule, and
+    the seed for both initialisation and data order."""
+    trainer = dict(config["trainer"])
+    trainer["schedule"] = dict(config["schedule"])
+    trainer["seed"] = int(seed)
+    trainer["data_seed"] = int(seed)
+    return trainer
+
+
+def train_run_name(trial_id: str, seed: int) -> str:
+    """The Ray Train run name of one seed of a group: fixed, so a restored trial resumes the same run."""
+    return f"{trial_id}-seed{seed}"
+
+
+def build_seed_trainer(config: dict[str, Any], trial_id: str, seed: int, queue: Queue) -> TorchTrainer:
+    """The `TorchTrainer` of one seed run, reporting to `queue`."""
+    res = config["resources"]
+    per_worker: dict[str, float] = {"CPU": float(res["cpus_per_worker"])}
+    if res["use_gpu"]:
+        per_worker["GPU"] = 1.0
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={"trainer": seed_trainer_config(config, seed), "scratch_dir": config.get("scratch_dir")},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=int(res["workers"]), use_gpu=bool(res["use_gpu"]), resources_per_worker=per_worker
+        ),
+        run_config=ray.train.RunConfig(
+            name=train_run_name(trial_id, seed),
+            storage_path=config["train_storage"],
+            callbacks=[SeedReportCallback(queue, seed)],
+            failure_config=ray.train.FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def group_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: run the group's seeds and report group results (see module docstring).
+
+    `config`: the searcher's trial config (`schedule`, `baseline`, `seeds`) plus `trainer`, `resources`,
+    `train_storage`, `divergence_penalty` and optionally `scratch_dir` from the sweep.
+    """
+    trial_id = tune.get_context().get_trial_id()
+    seeds = [int(s) for s in config["seeds"]]
+    config = {**config, "scratch_dir": config.get("scratch_dir") or tempfile.gettempdir() + "/schedsweep-scratch"}
+    queue = Queue(actor_options={"num_cpus": 0})
+    runs = [_SeedRun(s, build_seed_trainer(config, trial_id, s, queue)) for s in seeds]
+    agg = GroupAggregator(seeds, {s: train_run_name(trial_id, s) for s in seeds}, config.get("divergence_penalty"))
+    for run in runs:
+        run.start()
+
+    while True:
+        # Read `alive` before the get: if nobody was alive then and the queue is empty now, it is drained.
+        alive = any(run.is_alive() for run in runs)
+        try:
+            seed, metrics = queue.get(block=True, timeout=_POLL_S)
+        except Empty:
+            if not alive:
+                break
+            continue
+        for result in agg.add(seed, metrics):
+            tune.report(result)
+        if agg.diverged:
+            # One diverged seed fails the group; the other seeds' runs end with this trial's actor.
+            tune.report(agg.diverged_result())
+            return
+
+    errors = [run for run in runs if run.error is not None]
+    if errors:
+        first = errors[0]
+        raise RuntimeError(f"seed {first.seed} of trial {trial_id} failed: {first.error!r}") from first.error
+    tune.report(agg.finish({run.seed: run.last_metrics() for run in runs}))

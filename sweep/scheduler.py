@@ -1,0 +1,80 @@
+"""`PersistentASHA`: Ray's ASHA over group results, with its rung state kept in the sweep storage.
+
+Stock ASHA keeps its rungs in memory only; `Tuner.restore` brings back the scheduler as it was pickled when
+the sweep started, with empty rungs (ray #30838), so a resumed sweep would compare new groups against
+nothing. This subclass writes the rungs to `<sweep>/asha_state.json` whenever they change and reads them
+back the first time it is used after a restore. Trial ids survive a restore, so the records stay valid.
+
+It decides on group results: `time_attr="step"` (our own step count, monotonic across restores, unlike
+`training_iteration`), `metric="val_loss"` (the group's mean over seeds), so a group continues or stops as
+one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ray.tune.schedulers import AsyncHyperBandScheduler
+
+from sweep import storage
+
+logger = logging.getLogger(__name__)
+
+
+class PersistentASHA(AsyncHyperBandScheduler):
+    """ASHA (one bracket) whose rungs persist in `state_path` (a local path or a URI)."""
+
+    def __init__(self, state_path: str, **kwargs: Any):
+        super().__init__(brackets=1, **kwargs)
+        self._state_path = state_path
+        self._loaded = False
+
+    # -----------------------------------------------------------------------------------------------------
+    def rungs(self) -> list[tuple[float, dict[str, float]]]:
+        """(milestone, {trial id: signed metric}) per rung, highest milestone first (as Ray keeps them)."""
+        return [(m, dict(rec)) for m, rec in self._brackets[0]._rungs]
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        text = storage.read_text(self._state_path)
+        if not text:
+            return
+        state = json.loads(text)
+        saved = {float(m): rec for m, rec in state["rungs"]}
+        for milestone, recorded in self._brackets[0]._rungs:
+            recorded.update(saved.get(float(milestone), {}))
+        self._num_stopped = int(state.get("num_stopped", 0))
+        logger.info("ASHA rung state restored from %s", self._state_path)
+
+    def _save(self) -> None:
+        state = {
+            "rungs": [[m, rec] for m, rec in self.rungs()],
+            "num_stopped": self._num_stopped,
+        }
+        storage.write_text(self._state_path, json.dumps(state))
+
+    # -----------------------------------------------------------------------------------------------------
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._ensure_loaded()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        self._ensure_loaded()
+        # A trial restored mid-sweep may report before Tune re-adds it to the scheduler.
+        self._trial_info.setdefault(trial.trial_id, self._brackets[0])
+        action = super().on_trial_result(tune_controller, trial, result)
+        self._save()
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._ensure_loaded()
+        self._trial_info.setdefault(trial.trial_id, self._brackets[0])
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save()
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self._trial_info.pop(trial.trial_id, None)

@@ -1,0 +1,142 @@
+"""`GroupSearcher`: Optuna TPE over schedule shapes, one suggestion per seed group, told the truth.
+
+It is Ray's `OptunaSearch` (study, sampler, save/restore) with four changes:
+
+* the trial config it emits is the contract's group config (`schedule`, `baseline`, `seeds`, plus the
+  sweep's fixed keys), built from the `search_spaces` space's define-by-run `suggest`;
+* baseline presets come first, one group each, with the same seeds; they are never told to Optuna;
+* `budget` caps the number of searched shapes (then `Searcher.FINISHED`);
+* a group reaches Optuna as COMPLETE only when its last result says `status == "finished"` (the mean final
+  val_loss over all seeds); a group stopped early (ASHA) as PRUNED with its last value; a diverged group as
+  FAIL, or COMPLETE with the configured penalty; an errored trial as FAIL. Stock OptunaSearch would call an
+  ASHA-stopped trial COMPLETE with a partial value.
+
+Intermediate values go to Optuna at our monotonic `step`, not `training_iteration` (which restarts after a
+restore).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+logger = logging.getLogger(__name__)
+
+METRIC, MODE = "val_loss", "min"
+
+
+class _DefineByRun:
+    """The define-by-run callable OptunaSearch wants (picklable: it is saved with the searcher)."""
+
+    def __init__(self, space: Any):
+        self.space = space
+
+    def __call__(self, trial: Any) -> None:
+        self.space.suggest(trial)
+
+
+class GroupSearcher(OptunaSearch):
+    """Baselines first, then up to `budget` TPE shapes; see the module docstring for what Optuna is told."""
+
+    def __init__(
+        self,
+        space: Any,
+        seeds: list[int],
+        baselines: list[dict],
+        budget: int,
+        fixed: dict[str, Any] | None = None,
+        divergence_penalty: float | None = None,
+        seed: int | None = 0,
+        storage: str | None = None,
+        study_name: str = "schedsweep",
+    ):
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        ot_storage = optuna.storages.RDBStorage(storage) if storage else None
+        super().__init__(
+            space=_DefineByRun(space), metric=METRIC, mode=MODE, sampler=sampler,
+            storage=ot_storage, study_name=study_name,
+        )
+        self._group_space = space
+        self._seeds = [int(s) for s in seeds]
+        self._baselines_left = [dict(b) for b in baselines]
+        self._budget = int(budget)
+        self._searched = 0
+        self._fixed = dict(fixed or {})
+        self._penalty = divergence_penalty
+        self._baseline_trials: dict[str, str] = {}  # Tune trial id -> preset label
+        self._last_step: dict[str, int] = {}
+
+    # -----------------------------------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._baselines_left:
+            schedule = self._baselines_left.pop(0)
+            self._baseline_trials[trial_id] = str(schedule["preset"])
+            return self._config(schedule, baseline=str(schedule["preset"]))
+        if trial_id not in self._ot_trials:
+            if self._searched >= self._budget:
+                return Searcher.FINISHED
+            self._ot_trials[trial_id] = self._ot_study.ask()
+            self._searched += 1
+        schedule = self._group_space.suggest(self._ot_trials[trial_id])
+        return self._config(schedule.to_dict(), baseline=None)
+
+    def _config(self, schedule: dict, baseline: str | None) -> dict:
+        return {**self._fixed, "schedule": schedule, "baseline": baseline, "seeds": list(self._seeds)}
+
+    def is_baseline(self, trial_id: str) -> bool:
+        return trial_id in self._baseline_trials
+
+    # -----------------------------------------------------------------------------------------------------
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return
+        value, step = result.get(METRIC), result.get("step")
+        if step is None or not _finite(value) or step <= self._last_step.get(trial_id, -1):
+            return  # a repeat after a restore, or a diverged result with no finite value
+        self._last_step[trial_id] = int(step)
+        self._ot_trials[trial_id].report(float(value), int(step))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return  # baselines are not Optuna trials
+        state, value = self.verdict(result, error)
+        ot_trial = self._ot_trials[trial_id]
+        if state == optuna.trial.TrialState.PRUNED and value is not None and trial_id not in self._last_step:
+            # Optuna takes a pruned trial's value from its last intermediate value.
+            ot_trial.report(value, int((result or {}).get("step", 0)))
+        self._ot_study.tell(ot_trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        self._completed_trials.add(trial_id)
+
+    def verdict(self, result: dict | None, error: bool) -> tuple[optuna.trial.TrialState, float | None]:
+        """What Optuna is told about a group that ended with last result `result`."""
+        TrialState = optuna.trial.TrialState
+        if error or not result:
+            return TrialState.FAIL, None
+        status = result.get("status")
+        value = result.get(METRIC)
+        if status == "finished" and _finite(value):
+            return TrialState.COMPLETE, float(value)
+        if status == "diverged" or (status == "finished" and not _finite(value)):
+            if self._penalty is not None:
+                return TrialState.COMPLETE, float(self._penalty)
+            return TrialState.FAIL, None
+        return TrialState.PRUNED, float(value) if _finite(value) else None
+
+    # -----------------------------------------------------------------------------------------------------
+    @property
+    def study(self) -> optuna.Study:
+        return self._ot_study
+
+    def optuna_trial_number(self, trial_id: str) -> int | None:
+        """The Optuna trial number behind a Tune trial (None for baselines)."""
+        t = self._ot_trials.get(trial_id)
+        return None if t is None else t.number
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

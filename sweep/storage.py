@@ -1,0 +1,71 @@
+"""Small files in the sweep storage, local folder or object store alike (through pyarrow's file systems,
+the same layer Ray uses for `storage_path`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from sweep.config import is_remote
+
+
+def _fs(uri: str):
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def join(base: str, *parts: str) -> str:
+    """`base/part/...` for a folder or a URI."""
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def exists(path: str) -> bool:
+    """Whether a file or folder exists at `path`."""
+    if not is_remote(path):
+        return Path(path).exists()
+    import pyarrow.fs
+
+    fs, inner = _fs(path)
+    return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
+
+
+def read_text(path: str) -> str | None:
+    """The text at `path`, or None when there is no such file."""
+    if not is_remote(path):
+        p = Path(path)
+        return p.read_text() if p.is_file() else None
+    if not exists(path):
+        return None
+    fs, inner = _fs(path)
+    with fs.open_input_stream(inner) as f:
+        return f.read().decode()
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` so that a reader never sees half a file (rename on local disks)."""
+    if not is_remote(path):
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+        return
+    fs, inner = _fs(path)
+    with fs.open_output_stream(inner) as f:  # object stores publish an object only once it is complete
+        f.write(text.encode())
+
+
+def remove_tree(path: str) -> None:
+    """Delete a folder and everything in it, if it exists."""
+    if not exists(path):
+        return
+    if not is_remote(path):
+        import shutil
+
+        shutil.rmtree(path)
+        return
+    fs, inner = _fs(path)
+    fs.delete_dir(inner)

@@ -1,0 +1,239 @@
+"""Assembling and running a sweep: Ray, the Tuner (group trials, GroupSearcher, PersistentASHA), callbacks.
+
+`run_sweep(cfg, mode)` is what `sweep run` and `sweep resume` call. Layout of a sweep in its storage:
+
+    <storage>/<name>/            Tune's experiment folder (tuner.pkl, experiment and searcher state)
+        sweep.yaml               the validated sweep config (what `sweep resume NAME` reads back)
+        asha_state.json          ASHA's rungs (stock Ray does not restore them)
+        train/<trial>-seed<k>/   each seed run's Ray Train run and checkpoints
+        mlflow.db                the default MLflow store
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from search_spaces.errors import ConfigError
+from sweep import storage
+from sweep.config import SweepConfig, is_remote
+
+SWEEP_FILE = "sweep.yaml"
+ASHA_FILE = "asha_state.json"
+# Tune's own experiment-state file: its presence means a sweep of this name was started here.
+TUNER_FILE = "tuner.pkl"
+
+# Defaults that make small sweeps responsive; a user's environment wins.
+_ENV_DEFAULTS = {
+    # Ray Train polls workers this often; each report waits up to one interval (2 s by default).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    # Save experiment + searcher state at least this often, so a killed driver loses little.
+    "TUNE_GLOBAL_CHECKPOINT_S": "5",
+}
+
+
+def apply_env_defaults() -> None:
+    """Set the environment defaults above (before Ray starts, so every Ray process inherits them)."""
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def init_ray() -> None:
+    """Attach to the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local Ray.
+
+    The dashboard stays on: without it, Train workers' placement groups were not freed when Tune ended a
+    trial on this Ray version (see ray-mlflow-facts.md).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    apply_env_defaults()
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+def prepare_data(cfg: SweepConfig) -> None:
+    """Prepare the bundled corpus once in the driver, before dozens of workers would each try."""
+    if cfg.trainer.data.bundled:
+        cfg.trainer.data.resolve_dir()
+
+
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupResources:
+    """What one seed group holds while it runs: seeds x workers Train workers."""
+
+    cpus: float
+    gpus: float
+
+
+def group_resources(cfg: SweepConfig) -> GroupResources:
+    n = len(cfg.seeds) * cfg.resources.workers
+    return GroupResources(cpus=n * cfg.resources.cpus_per_worker, gpus=float(n) if cfg.resources.use_gpu else 0.0)
+
+
+def concurrency(cfg: SweepConfig, cluster: dict[str, float]) -> int:
+    """How many groups may run at once: the configured maximum, lowered so that every running group's Train
+    workers fit the cluster (otherwise a worker group waits and times out instead of queueing in Tune,
+    because Train workers get placement groups outside Tune's)."""
+    need = group_resources(cfg)
+    fits = [cfg.max_concurrent_trials]
+    if need.cpus > 0:
+        fits.append(int(math.floor(cluster.get("CPU", 0.0) / need.cpus + 1e-9)))
+    if need.gpus > 0:
+        fits.append(int(math.floor(cluster.get("GPU", 0.0) / need.gpus + 1e-9)))
+    n = min(fits)
+    if n < 1:
+        have = f"{cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs"
+        raise ConfigError(
+            "resources",
+            f"one group needs {need.cpus:g} CPUs and {need.gpus:g} GPUs ({len(cfg.seeds)} seeds x "
+            f"{cfg.resources.workers} workers) but the cluster has {have}",
+        )
+    return n
+
+
+def trial_fixed_config(cfg: SweepConfig, scratch_dir: str | None = None) -> dict[str, Any]:
+    """The keys every group's trial config carries besides `schedule`, `baseline` and `seeds`."""
+    return {
+        "trainer": cfg.trainer_dict,
+        "resources": {
+            "workers": cfg.resources.workers,
+            "use_gpu": cfg.resources.use_gpu,
+            "cpus_per_worker": cfg.resources.cpus_per_worker,
+        },
+        "train_storage": storage.join(cfg.sweep_dir, "train"),
+        "divergence_penalty": cfg.divergence_penalty,
+        "scratch_dir": scratch_dir,
+    }
+
+
+def sweep_exists(storage_path: str, name: str) -> bool:
+    """Whether `<storage>/<name>` holds a started sweep."""
+    base = storage.join(storage_path, name)
+    return storage.exists(storage.join(base, TUNER_FILE)) or storage.exists(storage.join(base, SWEEP_FILE))
+
+
+def load_saved_config(storage_path: str, name: str) -> SweepConfig:
+    """The config a sweep was started with, read back from its folder (for `sweep resume NAME`)."""
+    text = storage.read_text(storage.join(storage_path, name, SWEEP_FILE))
+    if text is None:
+        raise ConfigError("name", f"no sweep {name!r} in {storage_path} (no {SWEEP_FILE} there)")
+    return SweepConfig.from_dict(yaml.safe_load(text))
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _trainable(cfg: SweepConfig):
+    from ray import tune
+
+    from sweep.group_trial import group_trial
+
+    # The trial itself only coordinates; its seeds' Train workers reserve the real resources. Tune refuses
+    # an empty request, hence a token amount of memory.
+    return tune.with_resources(group_trial, {"cpu": 0, "memory": 64 * 1024 * 1024})
+
+
+def _callbacks(cfg: SweepConfig) -> list:
+    callbacks: list = []
+    try:
+        from sweep.progress import SweepProgress
+
+        callbacks.append(SweepProgress(total_steps=cfg.max_step(), interval_s=15.0))
+    except ImportError:
+        pass
+    try:
+        from sweep.mlflow_tracking import MLflowSweepCallback
+
+        callbacks.append(
+            MLflowSweepCallback(
+                tracking_uri=cfg.tracking_uri, experiment_name=cfg.experiment, sweep_name=cfg.name,
+                sweep_config=cfg.to_dict(), total_steps=cfg.max_step(), seeds=list(cfg.seeds),
+                search_space=getattr(cfg.search_space, "name", "inline"),
+            )
+        )
+    except ImportError:
+        pass
+    return callbacks
+
+
+def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None = None):
+    """A new Tuner for `cfg` (the sweep folder must not hold another sweep)."""
+    from ray import tune
+
+    from sweep.scheduler import PersistentASHA
+    from sweep.searcher import METRIC, MODE, GroupSearcher
+
+    searcher = GroupSearcher(
+        space=cfg.search_space, seeds=list(cfg.seeds), baselines=list(cfg.baselines), budget=cfg.budget,
+        fixed=trial_fixed_config(cfg, scratch_dir), divergence_penalty=cfg.divergence_penalty,
+        seed=cfg.optuna.seed, storage=cfg.optuna.storage, study_name=cfg.name,
+    )
+    scheduler = None
+    if cfg.scheduler.enabled:
+        # max_t above the last step: ASHA stopping a trial exactly at max_t killed the Train controller
+        # mid-shutdown (ray-mlflow-facts.md); finished groups end on their own.
+        scheduler = PersistentASHA(
+            state_path=storage.join(cfg.sweep_dir, ASHA_FILE), time_attr="step", metric=METRIC, mode=MODE,
+            max_t=cfg.max_step() + 1, grace_period=cfg.scheduler.grace_period,
+            reduction_factor=cfg.scheduler.reduction_factor,
+        )
+    return tune.Tuner(
+        _trainable(cfg),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=len(cfg.baselines) + cfg.budget,
+            max_concurrent_trials=max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=cfg.name, storage_path=cfg.storage, callbacks=_callbacks(cfg), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def restore_tuner(cfg: SweepConfig):
+    """The Tuner of an interrupted sweep: finished groups kept, unfinished and errored ones continued."""
+    from ray import tune
+
+    return tune.Tuner.restore(
+        cfg.sweep_dir, trainable=_trainable(cfg), resume_unfinished=True, resume_errored=True,
+    )
+
+
+def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = None):
+    """Run (`new`), continue (`resume`) or restart (`overwrite`) the sweep `cfg`; returns Tune's ResultGrid.
+
+    `new` refuses a name that already holds a sweep: a second Tuner with the same name would overwrite the
+    first one's tuner.pkl (ray #35812).
+    """
+    import ray
+
+    if mode not in ("new", "resume", "overwrite"):
+        raise ValueError(f"mode must be new, resume or overwrite, got {mode!r}")
+    exists = sweep_exists(cfg.storage, cfg.name)
+    if mode == "new" and exists:
+        raise ConfigError(
+            "name", f"a sweep named {cfg.name!r} already exists in {cfg.storage}; "
+            "use --resume to continue it or --overwrite to start again",
+        )
+    if mode == "resume" and not exists:
+        raise ConfigError("name", f"no sweep {cfg.name!r} to resume in {cfg.storage}")
+
+    init_ray()
+    max_concurrent = concurrency(cfg, ray.cluster_resources())
+    if mode == "overwrite" and exists:
+        storage.remove_tree(cfg.sweep_dir)
+    if mode == "resume" and storage.exists(storage.join(cfg.sweep_dir, TUNER_FILE)):
+        tuner = restore_tuner(cfg)
+    else:
+        if not is_remote(cfg.storage):
+            os.makedirs(cfg.sweep_dir, exist_ok=True)
+        storage.write_text(storage.join(cfg.sweep_dir, SWEEP_FILE), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        tuner = build_tuner(cfg, max_concurrent, scratch_dir)
+    return tuner.fit()

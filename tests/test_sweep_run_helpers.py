@@ -1,0 +1,75 @@
+"""Shared helpers for the sweep tests (no tests here): a tiny token folder and a tiny sweep config.
+
+The token stream is a noisy counting sequence, so a 2-layer GPT learns it within a few steps and val_loss
+moves (schedules then differ measurably) while every run stays a few seconds long on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainable.data.shards import write_shard
+
+
+def make_token_dir(root: Path, train_tokens: int = 120_000, val_tokens: int = 8_192) -> Path:
+    """`train_000000.bin` / `val_000000.bin` with a learnable stream (next = previous + 1 mostly)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train_tokens), ("val", val_tokens)):
+        base = np.arange(n) % 512
+        noise = rng.random(n) < 0.1
+        tokens = np.where(noise, rng.integers(0, 512, n), base).astype(np.uint16)
+        write_shard(root / f"{split}_000000.bin", tokens)
+    return root
+
+
+def tiny_sweep(tmp: Path, name: str = "t", **over: Any) -> dict[str, Any]:
+    """A sweep config dict that runs in seconds per group: 12 steps, eval (and ASHA decision) every 4."""
+    data_dir = make_token_dir(tmp / "tokens") if not (tmp / "tokens").exists() else tmp / "tokens"
+    cfg: dict[str, Any] = {
+        "name": name,
+        "trainer": {
+            "model": {"name": "tiny", "vocab_size": 512, "block_size": 32},
+            "data": {"dir": str(data_dir), "bundled": False},
+            "optimizer": {"lr": 3e-3},
+            "horizon": {"steps": 12},
+            "batch": {"micro_batch_size": 4, "seq_len": 32},
+            "eval": {"interval": 4, "max_tokens": 1024},
+            "device": "cpu",
+        },
+        "search_space": "wsd",
+        "baselines": ["constant"],
+        "seeds": [0, 1],
+        "budget": 2,
+        "scheduler": {"grace_period": 4, "reduction_factor": 2},
+        "resources": {"workers": 2, "cpus_per_worker": 0.5},
+        "max_concurrent_trials": 1,
+        "storage": str(tmp / "sweeps"),
+        "optuna": {"storage": f"sqlite:///{tmp}/optuna.db", "seed": 0},
+    }
+    for key, value in over.items():
+        cfg[key] = value
+    return cfg
+
+
+def ray_env(tmp: Path) -> dict[str, str]:
+    """Environment for a driver subprocess: its own HOME (no leftover Ray auth token), temp and Ray folders."""
+    env = dict(os.environ)
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    ray_tmp = Path("/tmp") / f"rt{os.getpid()}{abs(hash(str(tmp))) % 10_000}"
+    ray_tmp.mkdir(exist_ok=True)
+    env.update(
+        HOME=str(home),
+        RAY_TMPDIR=str(ray_tmp),
+        TMPDIR=str(ray_tmp),
+        RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.25",
+        RAY_DEDUP_LOGS="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("RAY_ADDRESS", None)
+    return env

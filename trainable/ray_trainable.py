@@ -1,0 +1,110 @@
+"""The Ray Train per-worker function around the unchanged training loop.
+
+`train_worker(config)` runs on every DDP rank that Ray Train starts (Ray has already created the process
+group). It builds the `TrainConfig`, resumes from `ray.train.get_checkpoint()` when the run has one, and
+turns every trainer `Report` into `ray.train.report(metrics, checkpoint=...)`.
+
+Checkpoints: the trainer writes a complete folder per eval (`model.pt`, `optimizer.pt`, `meta.json` from
+rank 0, `rank{r}.pt` from every rank) into a node-local scratch folder. Each rank then hands Ray only the
+files it wrote itself, and Ray merges the ranks' uploads into one checkpoint folder in the sweep storage.
+That works on one machine (one shared scratch folder) and across nodes (one scratch folder per node) alike,
+and no two ranks ever upload the same file.
+
+Rank 0 also writes `report.json` (the report's metrics) into its upload, so a run that is restarted after
+it had already finished can repeat its final report instead of reporting nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+
+from trainable.config import TrainConfig
+from trainable.reporting import Report
+
+REPORT_FILE = "report.json"
+_RANK0_FILES = ("model.pt", "optimizer.pt", "meta.json")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # same file system: no bytes copied
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+class RayReportHooks:
+    """Trainer hooks that forward every report to Ray Train, with this rank's share of the checkpoint."""
+
+    def __init__(self, rank: int, scratch: Path):
+        self.rank = rank
+        self.scratch = scratch
+        self.reported = 0
+
+    def on_report(self, report: Report) -> None:
+        metrics = dict(report.metrics)
+        metrics["final"] = bool(report.final)
+        upload: Path | None = None
+        if report.checkpoint_dir is not None:
+            upload = self._stage(Path(report.checkpoint_dir), metrics)
+        checkpoint = ray.train.Checkpoint.from_directory(str(upload)) if upload is not None else None
+        # Every rank calls report the same number of times (it is a barrier across the workers).
+        ray.train.report(
+            metrics,
+            checkpoint=checkpoint,
+            checkpoint_dir_name=Path(report.checkpoint_dir).name if report.checkpoint_dir else None,
+        )
+        self.reported += 1
+        if upload is not None:
+            shutil.rmtree(upload, ignore_errors=True)
+
+    def _stage(self, ckpt: Path, metrics: dict[str, Any]) -> Path:
+        """A folder holding only the files this rank owns in `ckpt` (hard links where possible)."""
+        upload = self.scratch / f".upload-rank{self.rank}-{ckpt.name}"
+        shutil.rmtree(upload, ignore_errors=True)
+        upload.mkdir(parents=True)
+        names = [f"rank{self.rank}.pt"] + (list(_RANK0_FILES) if self.rank == 0 else [])
+        for name in names:
+            _link_or_copy(ckpt / name, upload / name)
+        if self.rank == 0:
+            (upload / REPORT_FILE).write_text(json.dumps(metrics))
+        return upload
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train `train_loop_per_worker`: one rank of one seed run.
+
+    `config`: `trainer` (a complete TrainConfig dict, schedule and seed included) and `scratch_dir` (a
+    node-local folder for the trainer's own checkpoint writes; the same path on every rank of a run).
+    """
+    from trainable.train import train
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    scratch = Path(config.get("scratch_dir") or Path(tempfile.gettempdir()) / "schedsweep-scratch")
+    run_scratch = scratch / ctx.get_experiment_name()
+    trainer = dict(config["trainer"])
+    trainer["checkpoint"] = {**(trainer.get("checkpoint") or {}), "dir": str(run_scratch / "checkpoints")}
+    cfg = TrainConfig.from_dict(trainer)
+    hooks = RayReportHooks(rank, run_scratch)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        train(cfg, hooks)
+        return
+    with checkpoint.as_directory() as resume_dir:
+        result = train(cfg, hooks, resume_from=resume_dir)
+        if hooks.reported == 0:
+            # Restarted after the run had already reached its horizon: repeat its last report so the group
+            # trial hears this seed's final values again.
+            saved = Path(resume_dir) / REPORT_FILE
+            metrics = json.loads(saved.read_text()) if saved.exists() else dict(result.final_metrics)
+            metrics.setdefault("status", result.status)
+            metrics["final"] = True
+            ray.train.report(metrics)
