@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from search_spaces.errors import ConfigError
+from trainable.config_checks import check_bool, check_choice, check_float, check_int, check_keys
 from trainable.model import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
 
 DEFAULT_SCHEDULE: dict[str, Any] = {
@@ -25,58 +26,6 @@ DEFAULT_SCHEDULE: dict[str, Any] = {
     "shape": "cosine",
     "floor": 0.1,
 }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Small validators. Each takes the dotted path so the error can name the field.
-
-
-def _check_keys(d: Any, allowed: set[str], path: str) -> dict:
-    if not isinstance(d, dict):
-        raise ConfigError(path, f"expected a mapping, got {type(d).__name__}")
-    for key in d:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    return d
-
-
-def _int(value: Any, path: str, minimum: int | None = None) -> int:
-    # bool is an int subclass in Python; `steps: true` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, f"expected an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(path, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(value: Any, path: str, minimum: float | None = None, strict_min: bool = False) -> float:
-    if isinstance(value, str):
-        # YAML 1.1 (PyYAML) reads `1e-3` without a dot as a string; accept what is clearly a number.
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"expected a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(path, f"must be finite, got {value}")
-    if minimum is not None and (value <= minimum if strict_min else value < minimum):
-        raise ConfigError(path, f"must be {'>' if strict_min else '>='} {minimum}, got {value}")
-    return value
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"expected true or false, got {value!r}")
-    return value
-
-
-def _choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(path, f"expected one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -94,7 +43,7 @@ class ModelSection:
     def parse(d: Any, path: str = "model") -> "ModelSection":
         if isinstance(d, str):
             d = {"name": d}
-        _check_keys(d, {"name", *GPT_CONFIG_FIELDS}, path)
+        check_keys(d, {"name", *GPT_CONFIG_FIELDS}, path)
         name = d.get("name")
         if name is not None and name not in MODEL_PRESETS:
             raise ConfigError(f"{path}.name", f"unknown model {name!r} (known: {', '.join(MODEL_PRESETS)})")
@@ -102,13 +51,13 @@ class ModelSection:
         over: dict[str, Any] = {}
         for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             if key in d:
-                over[key] = _int(d[key], f"{path}.{key}", minimum=1)
+                over[key] = check_int(d[key], f"{path}.{key}", minimum=1)
         if "dropout" in d:
-            over["dropout"] = _float(d["dropout"], f"{path}.dropout", minimum=0.0)
+            over["dropout"] = check_float(d["dropout"], f"{path}.dropout", minimum=0.0)
             if over["dropout"] >= 1.0:
                 raise ConfigError(f"{path}.dropout", "must be < 1")
         if "bias" in d:
-            over["bias"] = _bool(d["bias"], f"{path}.bias")
+            over["bias"] = check_bool(d["bias"], f"{path}.bias")
         gpt = replace(base, **over)
         if gpt.n_embd % gpt.n_head:
             raise ConfigError(f"{path}.n_head", f"n_embd ({gpt.n_embd}) must be a multiple of n_head ({gpt.n_head})")
@@ -127,11 +76,11 @@ class DataSection:
 
     @staticmethod
     def parse(d: Any, path: str = "data") -> "DataSection":
-        _check_keys(d, {"dir", "bundled"}, path)
+        check_keys(d, {"dir", "bundled"}, path)
         data_dir = d.get("dir")
         if data_dir is not None and (not isinstance(data_dir, str) or not data_dir):
             raise ConfigError(f"{path}.dir", f"expected a folder path, got {data_dir!r}")
-        bundled = _bool(d.get("bundled", data_dir is None), f"{path}.bundled")
+        bundled = check_bool(d.get("bundled", data_dir is None), f"{path}.bundled")
         if bundled and data_dir is not None:
             raise ConfigError(f"{path}.dir", "give either dir or bundled: true, not both")
         if not bundled and data_dir is None:
@@ -159,19 +108,19 @@ class OptimizerSection:
 
     @staticmethod
     def parse(d: Any, path: str = "optimizer") -> "OptimizerSection":
-        _check_keys(d, {f.name for f in fields(OptimizerSection)}, path)
+        check_keys(d, {f.name for f in fields(OptimizerSection)}, path)
         out = OptimizerSection()
-        lr = _float(d.get("lr", out.lr), f"{path}.lr", minimum=0.0, strict_min=True)
-        wd = _float(d.get("weight_decay", out.weight_decay), f"{path}.weight_decay", minimum=0.0)
+        lr = check_float(d.get("lr", out.lr), f"{path}.lr", minimum=0.0, strict_min=True)
+        wd = check_float(d.get("weight_decay", out.weight_decay), f"{path}.weight_decay", minimum=0.0)
         betas = d.get("betas", list(out.betas))
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
             raise ConfigError(f"{path}.betas", f"expected two numbers, got {betas!r}")
         for i, b in enumerate(betas):
-            _float(b, f"{path}.betas[{i}]", minimum=0.0)
+            check_float(b, f"{path}.betas[{i}]", minimum=0.0)
             if b >= 1.0:
                 raise ConfigError(f"{path}.betas[{i}]", f"must be < 1, got {b}")
-        eps = _float(d.get("eps", out.eps), f"{path}.eps", minimum=0.0, strict_min=True)
-        clip = _float(d.get("grad_clip", out.grad_clip), f"{path}.grad_clip", minimum=0.0)
+        eps = check_float(d.get("eps", out.eps), f"{path}.eps", minimum=0.0, strict_min=True)
+        clip = check_float(d.get("grad_clip", out.grad_clip), f"{path}.grad_clip", minimum=0.0)
         return OptimizerSection(lr, wd, (float(betas[0]), float(betas[1])), eps, clip)
 
 
@@ -184,14 +133,14 @@ class HorizonSection:
 
     @staticmethod
     def parse(d: Any, path: str = "horizon") -> "HorizonSection":
-        _check_keys(d, {"steps", "tokens"}, path)
+        check_keys(d, {"steps", "tokens"}, path)
         steps, tokens = d.get("steps"), d.get("tokens")
         if (steps is None) == (tokens is None):
             raise ConfigError(f"{path}.steps", "give exactly one of steps or tokens")
         if steps is not None:
-            _int(steps, f"{path}.steps", minimum=1)
+            check_int(steps, f"{path}.steps", minimum=1)
         if tokens is not None:
-            _int(tokens, f"{path}.tokens", minimum=1)
+            check_int(tokens, f"{path}.tokens", minimum=1)
         return HorizonSection(steps=steps, tokens=tokens)
 
 
@@ -205,12 +154,12 @@ class BatchSection:
 
     @staticmethod
     def parse(d: Any, path: str = "batch") -> "BatchSection":
-        _check_keys(d, {f.name for f in fields(BatchSection)}, path)
+        check_keys(d, {f.name for f in fields(BatchSection)}, path)
         out = BatchSection()
         return BatchSection(
-            micro_batch_size=_int(d.get("micro_batch_size", out.micro_batch_size), f"{path}.micro_batch_size", 1),
-            seq_len=_int(d.get("seq_len", out.seq_len), f"{path}.seq_len", 1),
-            grad_accum=_int(d.get("grad_accum", out.grad_accum), f"{path}.grad_accum", 1),
+            micro_batch_size=check_int(d.get("micro_batch_size", out.micro_batch_size), f"{path}.micro_batch_size", 1),
+            seq_len=check_int(d.get("seq_len", out.seq_len), f"{path}.seq_len", 1),
+            grad_accum=check_int(d.get("grad_accum", out.grad_accum), f"{path}.grad_accum", 1),
         )
 
 
@@ -224,15 +173,15 @@ class EvalSection:
 
     @staticmethod
     def parse(d: Any, path: str = "eval") -> "EvalSection":
-        _check_keys(d, {f.name for f in fields(EvalSection)}, path)
+        check_keys(d, {f.name for f in fields(EvalSection)}, path)
         out = EvalSection()
-        interval = _int(d.get("interval", out.interval), f"{path}.interval", 1)
+        interval = check_int(d.get("interval", out.interval), f"{path}.interval", 1)
         max_tokens = d.get("max_tokens", out.max_tokens)
         if max_tokens is not None:
-            _int(max_tokens, f"{path}.max_tokens", 1)
+            check_int(max_tokens, f"{path}.max_tokens", 1)
         batch_size = d.get("batch_size")
         if batch_size is not None:
-            _int(batch_size, f"{path}.batch_size", 1)
+            check_int(batch_size, f"{path}.batch_size", 1)
         return EvalSection(interval=interval, max_tokens=max_tokens, batch_size=batch_size)
 
 
@@ -246,12 +195,12 @@ class CheckpointSection:
 
     @staticmethod
     def parse(d: Any, path: str = "checkpoint") -> "CheckpointSection":
-        _check_keys(d, {f.name for f in fields(CheckpointSection)}, path)
+        check_keys(d, {f.name for f in fields(CheckpointSection)}, path)
         ckpt_dir = d.get("dir")
         if ckpt_dir is not None and (not isinstance(ckpt_dir, str) or not ckpt_dir):
             raise ConfigError(f"{path}.dir", f"expected a folder path, got {ckpt_dir!r}")
-        every = _int(d.get("every", 1), f"{path}.every", 1)
-        keep = _int(d.get("keep", 2), f"{path}.keep", 1)
+        every = check_int(d.get("every", 1), f"{path}.every", 1)
+        keep = check_int(d.get("keep", 2), f"{path}.keep", 1)
         return CheckpointSection(dir=ckpt_dir, every=every, keep=keep)
 
 
@@ -268,13 +217,13 @@ class DivergenceSection:
 
     @staticmethod
     def parse(d: Any, path: str = "divergence") -> "DivergenceSection":
-        _check_keys(d, {"margin", "max_loss"}, path)
+        check_keys(d, {"margin", "max_loss"}, path)
         margin = d.get("margin", 5.0)
         if margin is not None:
-            margin = _float(margin, f"{path}.margin", minimum=0.0, strict_min=True)
+            margin = check_float(margin, f"{path}.margin", minimum=0.0, strict_min=True)
         max_loss = d.get("max_loss")
         if max_loss is not None:
-            max_loss = _float(max_loss, f"{path}.max_loss", minimum=0.0, strict_min=True)
+            max_loss = check_float(max_loss, f"{path}.max_loss", minimum=0.0, strict_min=True)
         return DivergenceSection(margin=margin, max_loss=max_loss)
 
 
@@ -293,10 +242,10 @@ class TrainLossSection:
     def parse(d: Any, path: str = "train_loss") -> "TrainLossSection":
         if isinstance(d, str):
             d = {"kind": d}
-        _check_keys(d, {"kind", "gamma", "z_loss"}, path)
-        kind = _choice(d.get("kind", "cross_entropy"), f"{path}.kind", ("cross_entropy", "focal"))
-        gamma = _float(d.get("gamma", 2.0), f"{path}.gamma", minimum=0.0)
-        z_loss = _float(d.get("z_loss", 0.0), f"{path}.z_loss", minimum=0.0)
+        check_keys(d, {"kind", "gamma", "z_loss"}, path)
+        kind = check_choice(d.get("kind", "cross_entropy"), f"{path}.kind", ("cross_entropy", "focal"))
+        gamma = check_float(d.get("gamma", 2.0), f"{path}.gamma", minimum=0.0)
+        z_loss = check_float(d.get("z_loss", 0.0), f"{path}.z_loss", minimum=0.0)
         return TrainLossSection(kind=kind, gamma=gamma, z_loss=z_loss)
 
 
@@ -341,7 +290,7 @@ class TrainConfig:
         if d is None:
             d = {}
         allowed = {f.name for f in fields(cls)}
-        _check_keys(d, allowed, "")
+        check_keys(d, allowed, "")
         kwargs: dict[str, Any] = {}
         for name, parse in cls._SECTIONS.items():
             if name in d:
@@ -350,13 +299,13 @@ class TrainConfig:
             kwargs["schedule"] = d["schedule"]
         for name in ("seed", "data_seed"):
             if name in d:
-                kwargs[name] = _int(d[name], name, minimum=0)
+                kwargs[name] = check_int(d[name], name, minimum=0)
         if "device" in d:
-            kwargs["device"] = _choice(d["device"], "device", ("auto", "cpu", "cuda"))
+            kwargs["device"] = check_choice(d["device"], "device", ("auto", "cpu", "cuda"))
         if "dtype" in d:
-            kwargs["dtype"] = _choice(d["dtype"], "dtype", ("auto", "float32", "bfloat16"))
+            kwargs["dtype"] = check_choice(d["dtype"], "dtype", ("auto", "float32", "bfloat16"))
         if "compile" in d:
-            kwargs["compile"] = _bool(d["compile"], "compile")
+            kwargs["compile"] = check_bool(d["compile"], "compile")
         cfg = cls(**kwargs)
         cfg._validate_across_sections()
         return cfg
