@@ -1,0 +1,379 @@
+"""The Multi-Power Law (Luo et al. 2025, arXiv 2503.12811): the loss curve of a pretraining run as a
+function of its learning-rate schedule, plus a bounded least-squares fit of its seven parameters.
+
+    L(t)  = L0 + A * (S1(t) + S_W)^(-alpha) - LD(t)
+    LD(t) = B * sum_{k=1..t} (eta_{k-1} - eta_k) * G(eta_k^(-gamma) * S_k(t))
+    G(x)  = 1 - (C x + 1)^(-beta),     S_k(t) = sum_{tau=k..t} eta_tau,     S1(t) = S_1(t)
+
+`t` counts the steps *after* warmup, `S_W` is the LR sum of the warmup steps and `eta_0` is the first
+post-warmup LR (the peak), so a schedule that holds its peak has LD = 0. Learning rates are *absolute*
+(peak LR x multiplier): LD depends on eta itself through `eta_k^(-gamma)`, not only on the shape.
+
+Step convention (the trainer's): entry ``i`` of `loss_curve` is the loss after ``i + 1`` optimizer steps,
+the first taken at ``lrs[0]``; the `steps` arguments count steps done (1..T), like `Report.step`.
+During warmup the law is extended with ``L0 + A * (LR sum so far)^(-alpha)``, which is continuous with the
+post-warmup formula at the end of warmup.
+
+Cost: LD(t) is a sum over every earlier LR *change*, so a whole curve costs O(T x number of steps whose LR
+differs from the previous one): nothing for constant stretches (WSD's stable phase is free), and
+O(T^2 / 2) for a schedule that changes at every step (cosine). We evaluate it in blocks of a few million
+pairs (bounded memory), and callers that only need some steps (eval points, final loss) pass `steps` and
+pay O(len(steps) x changes). Measured timings are in the module's tests and the report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from search_spaces.errors import ConfigError
+
+__all__ = [
+    "LAW_PRESETS",
+    "PRESET_PEAK_LR",
+    "MultiPowerLaw",
+    "fit",
+    "get_law",
+    "infer_warmup_steps",
+    "list_laws",
+]
+
+# Pairs (eval step x LR change) evaluated per block: ~4M float64 temporaries = ~100 MB peak, fast enough.
+_BLOCK_PAIRS = 4_000_000
+# A zero LR would make eta^(-gamma) infinite; flooring it keeps G well defined (G -> 1 when steps follow,
+# G = 0 when nothing follows, which is the right limit: a decay only pays off through later steps).
+_ETA_FLOOR = 1e-30
+
+
+@dataclass(frozen=True)
+class MultiPowerLaw:
+    """The seven Multi-Power-Law parameters (names as in the paper). Validated on construction.
+
+    `L0` is the irreducible loss, `A`/`alpha` the power law in the LR sum, `B`/`C`/`beta`/`gamma` the
+    loss drop that LR decay unlocks. `B` has units of 1/LR and `C` of LR^(gamma-1): a law fitted at one
+    peak LR does not transfer to another by rescaling the multipliers alone.
+    """
+
+    L0: float
+    A: float
+    alpha: float
+    B: float
+    C: float
+    beta: float
+    gamma: float
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f.name, f"must be a finite number, got {value!r}")
+            object.__setattr__(self, f.name, float(value))
+        for name in ("A", "B"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("alpha", "C", "beta"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be > 0, got {getattr(self, name)}")
+        if self.gamma < 0:
+            raise ConfigError("gamma", f"must be >= 0, got {self.gamma}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MultiPowerLaw":
+        """Parameters from a mapping with exactly the seven names; raises `ConfigError` otherwise."""
+        if not isinstance(d, dict):
+            raise ConfigError("", f"expected a mapping of law parameters, got {type(d).__name__}")
+        names = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in names:
+                raise ConfigError(str(key), f"unknown law parameter (allowed: {', '.join(names)})")
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise ConfigError(missing[0], "missing law parameter")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    # -----------------------------------------------------------------------------------------------------
+    def loss_curve(self, lrs: np.ndarray, warmup_steps: int, steps: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Predicted loss after each step of a run with absolute learning rates `lrs` (one per step).
+
+        Returns ``len(lrs)`` values (entry i = after i + 1 steps), or one value per entry of `steps`
+        (steps done, 1..len(lrs)) when given. `warmup_steps` leading steps form S_W.
+        """
+        lrs = _check_lrs(lrs)
+        T = len(lrs)
+        W = _check_warmup(warmup_steps, T)
+        idx = np.arange(T) if steps is None else _step_indices(steps, T)
+        cum = np.cumsum(lrs)  # cum[i] = LR sum of steps 0..i (warmup included): S1 + S_W after i+1 steps
+        # The power term uses the whole LR sum so far, warmup or not (S1(t) + S_W after warmup).
+        # A sum of zero (a warmup starting at LR 0) has no finite prediction; the floor keeps it finite.
+        total = np.maximum(cum[idx], np.finfo(np.float64).tiny)
+        loss = self.L0 + self.A * total ** (-self.alpha)
+        after = idx >= W
+        if np.any(after) and self.B > 0:
+            loss[after] -= self._loss_drop(lrs[W:], idx[after] - W)
+        return loss
+
+    def final_loss(self, lrs: np.ndarray, warmup_steps: int) -> float:
+        """Predicted loss after the last step (O(T) per LR change, cheap)."""
+        return float(self.loss_curve(lrs, warmup_steps, steps=[len(lrs)])[0])
+
+    def _loss_drop(self, post: np.ndarray, t_idx: np.ndarray) -> np.ndarray:
+        """LD at post-warmup indices `t_idx` (0-based: index j is the paper's t = j + 1)."""
+        # d[j] = eta_{j-1} - eta_j in 0-based post-warmup indices, with eta_{-1} := eta_0 (the peak).
+        d = np.empty_like(post)
+        d[0] = 0.0
+        d[1:] = post[:-1] - post[1:]
+        k = np.flatnonzero(d)  # only LR changes contribute; constant stretches cost nothing
+        out = np.zeros(len(t_idx), dtype=np.float64)
+        if len(k) == 0:
+            return out
+        P = np.cumsum(post)
+        # S_k(t) = P[t] - P[k] + eta_k  (sum of eta over k..t inclusive, 0-based)
+        start_k = P[k] - post[k]
+        eta_scale = np.maximum(post[k], _ETA_FLOOR) ** (-self.gamma) * self.C
+        dk = d[k]
+        order = np.argsort(t_idx, kind="stable")
+        ts = t_idx[order]
+        rows = max(1, _BLOCK_PAIRS // len(k))
+        for lo in range(0, len(ts), rows):
+            tb = ts[lo:lo + rows]
+            # Changes after the largest t of this block never count: cut the columns (triangular saving).
+            ncols = int(np.searchsorted(k, tb[-1], side="right"))
+            if ncols == 0:
+                continue
+            S = P[tb][:, None] - start_k[None, :ncols]
+            x = S * eta_scale[None, :ncols]
+            g = 1.0 - np.exp(-self.beta * np.log1p(np.maximum(x, 0.0)))
+            g[k[None, :ncols] > tb[:, None]] = 0.0  # change k after t: not yet happened
+            out[order[lo:lo + rows]] = self.B * (g @ dk[:ncols])
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Presets.
+#
+# Fitted values for the paper's 25M / 100M / 400M Llama-2-style models, as published in the parameter table
+# ("best parameters", fitted with a Huber loss) of the README of the authors' repository
+# github.com/thu-yao-01-luo/MultiPowerLaw (read from a stored copy of that README; its authors note they
+# may differ slightly from the paper's own table). Those fits use absolute LRs of runs whose peak LR we take
+# to be 3e-4 (PRESET_PEAK_LR): that peak LR is OUR ASSUMPTION, not checked against the paper's text. Use
+# the presets at a peak LR near it; B and C carry LR units, so far from it the curves are extrapolations.
+LAW_PRESETS: dict[str, MultiPowerLaw] = {
+    "mpl_25m": MultiPowerLaw(L0=3.040, A=0.525, alpha=0.508, B=363.788, C=2.066, beta=0.583, gamma=0.641),
+    "mpl_100m": MultiPowerLaw(L0=2.651, A=0.601, alpha=0.453, B=437.946, C=2.132, beta=0.598, gamma=0.655),
+    "mpl_400m": MultiPowerLaw(L0=2.375, A=0.654, alpha=0.429, B=523.425, C=2.025, beta=0.594, gamma=0.635),
+}
+PRESET_PEAK_LR = 3e-4
+
+
+def list_laws() -> list[str]:
+    """Names of the law presets."""
+    return list(LAW_PRESETS)
+
+
+def get_law(name: str) -> MultiPowerLaw:
+    """A preset by name; raises `ConfigError` (field ``law``) listing the names otherwise."""
+    if name not in LAW_PRESETS:
+        raise ConfigError("law", f"unknown law preset {name!r} (known: {', '.join(LAW_PRESETS)})")
+    return LAW_PRESETS[name]
+
+
+def infer_warmup_steps(lrs: np.ndarray) -> int:
+    """Warmup length of a schedule: the steps before it first reaches its peak LR.
+
+    Our schedules do not carry a separate warmup field (a shape, segments or a preset formula all just give
+    multipliers), and the law only needs "the steps before the peak", which this is for any of them.
+    """
+    lrs = _check_lrs(lrs)
+    return int(np.argmax(lrs))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fit.
+
+_NAMES = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
+
+
+def fit(
+    steps: Sequence[int] | Sequence[Sequence[int]],
+    losses: Sequence[float] | Sequence[Sequence[float]],
+    lrs: np.ndarray | Sequence[np.ndarray],
+    warmup_steps: int | Sequence[int],
+    init: MultiPowerLaw | None = None,
+    *,
+    fixed: Sequence[str] = (),
+    f_scale: float = 0.02,
+) -> MultiPowerLaw:
+    """Fit a law to observed losses of one run or several runs (the paper fits three).
+
+    One run: `steps` (steps done, 1..T), `losses` (same length) and the run's full absolute `lrs` (T).
+    Several runs: lists of those, one entry per run; `warmup_steps` an int for all or one per run.
+    `fixed` names parameters held at their value in `init` (e.g. the decay parameters when only a prefix
+    of a constant-LR stretch has been seen, where B, C, beta, gamma are not identifiable).
+
+    Method: `scipy.optimize.least_squares` (trust-region reflective, bounded) on
+    ``[L0, log A, alpha, log B', log C', beta, gamma]`` where ``B' = B * eta_peak`` and
+    ``C' = C * eta_peak^(1 - gamma)`` are the dimensionless forms (so one set of bounds serves any peak LR).
+    Huber loss with scale `f_scale` nats: the seed noise (~0.0015) stays in the quadratic zone, loss
+    spikes do not drag the fit. Robust initialisation: a start from `init` (when given) and from each
+    paper preset rescaled to this peak LR, with L0 and A of each start solved by linear least squares for
+    its alpha; the fit with the lowest cost wins.
+    """
+    runs = _normalise_runs(steps, losses, lrs, warmup_steps)
+    for name in fixed:
+        if name not in _NAMES:
+            raise ConfigError("fixed", f"unknown parameter {name!r} (allowed: {', '.join(_NAMES)})")
+    if fixed and init is None:
+        raise ConfigError("init", "fixed parameters need an init law to take their values from")
+    eta_peak = max(float(np.max(r[2])) for r in runs)
+    if eta_peak <= 0:
+        raise ConfigError("lrs", "all learning rates are zero; nothing to fit")
+    y = np.concatenate([r[1] for r in runs])
+    free = [i for i, n in enumerate(_NAMES) if n not in fixed]
+
+    def to_theta(law: MultiPowerLaw) -> np.ndarray:
+        return np.array([
+            law.L0, math.log(max(law.A, 1e-12)), law.alpha, math.log(max(law.B * eta_peak, 1e-12)),
+            math.log(law.C * eta_peak ** (1.0 - law.gamma)), law.beta, law.gamma,
+        ])
+
+    def to_law(theta: np.ndarray) -> MultiPowerLaw:
+        L0, logA, alpha, logBp, logCp, beta, gamma = (float(v) for v in theta)
+        values = dict(
+            L0=L0, A=math.exp(logA), alpha=alpha, B=math.exp(logBp) / eta_peak,
+            C=math.exp(logCp) / eta_peak ** (1.0 - gamma), beta=beta, gamma=gamma,
+        )
+        # Fixed parameters come back bit-for-bit (the log round trip would perturb them in the last digit).
+        values.update({name: getattr(init, name) for name in fixed})
+        return MultiPowerLaw(**values)
+
+    y_max = float(np.max(y))
+    lower = np.array([0.0, math.log(1e-6), 0.01, math.log(1e-8), math.log(1e-6), 0.01, 0.0])
+    upper = np.array([y_max, math.log(1e4), 3.0, math.log(10.0), math.log(1e8), 3.0, 2.0])
+
+    def residuals(theta_free: np.ndarray, base: np.ndarray) -> np.ndarray:
+        theta = base.copy()
+        theta[free] = theta_free
+        law = to_law(theta)
+        pred = np.concatenate([law.loss_curve(lr, w, steps=s) for s, _, lr, w in runs])
+        return pred - y
+
+    if not fixed and not _decay_observed(runs):
+        # Only warmup / constant LR seen: B, C, beta, gamma have no effect on any residual, so the data
+        # cannot move them. Keep them at the prior (init, or the middle paper preset moved to this peak LR)
+        # rather than let the optimiser wander along a flat direction.
+        fixed = ("B", "C", "beta", "gamma")
+        if init is None:
+            init = _preset_starts(runs, eta_peak)[1]
+        free = [i for i, n in enumerate(_NAMES) if n not in fixed]
+    starts = ([init] if init is not None else []) + ([] if fixed else _preset_starts(runs, eta_peak))
+    # A start whose fit leaves an RMS residual this small has found the curve (seed noise is ~1e-3): the
+    # other starts could only tie, so skip them.
+    good_enough = 0.5 * len(y) * 1e-5 ** 2
+    best: tuple[float, np.ndarray] | None = None
+    for start in starts:
+        if best is not None and best[0] < good_enough:
+            break
+        base = np.clip(to_theta(start), lower + 1e-9, upper - 1e-9)
+        res = least_squares(
+            residuals, base[free], args=(base,), bounds=(lower[free], upper[free]),
+            loss="huber", f_scale=f_scale, x_scale="jac", max_nfev=400,
+        )
+        if best is None or res.cost < best[0]:
+            theta = base.copy()
+            theta[free] = res.x
+            best = (float(res.cost), theta)
+    assert best is not None
+    return to_law(best[1])
+
+
+def _decay_observed(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> bool:
+    """Whether any observed step comes after a post-warmup LR change (else LD is zero at every point)."""
+    for steps, _, lrs, w in runs:
+        post = lrs[w:]
+        changes = np.flatnonzero(post[1:] != post[:-1]) + 1  # post-warmup index of each change
+        if len(changes) and int(np.max(steps)) - 1 - w >= int(changes[0]):
+            return True
+    return False
+
+
+def _preset_starts(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]], eta_peak: float) -> list[MultiPowerLaw]:
+    """Each paper preset moved to this peak LR, with L0 and A re-solved linearly for the data."""
+    starts = []
+    for law in LAW_PRESETS.values():
+        ratio = PRESET_PEAK_LR / eta_peak
+        moved = MultiPowerLaw(
+            L0=law.L0, A=law.A, alpha=law.alpha, B=law.B * ratio,
+            C=law.C * ratio ** (1.0 - law.gamma), beta=law.beta, gamma=law.gamma,
+        )
+        # With alpha, B, C, beta, gamma fixed the law is linear in (L0, A): solve that exactly.
+        unit = MultiPowerLaw(L0=0.0, A=1.0, alpha=moved.alpha, B=moved.B, C=moved.C, beta=moved.beta, gamma=moved.gamma)
+        no_drop = MultiPowerLaw(L0=0.0, A=1.0, alpha=moved.alpha, B=0.0, C=1.0, beta=1.0, gamma=0.0)
+        power = np.concatenate([no_drop.loss_curve(lr, w, steps=s) for s, _, lr, w in runs])
+        drop = power - np.concatenate([unit.loss_curve(lr, w, steps=s) for s, _, lr, w in runs])
+        y = np.concatenate([r[1] for r in runs]) + drop
+        X = np.stack([np.ones_like(power), power], axis=1)
+        (L0, A), *_ = np.linalg.lstsq(X, y, rcond=None)
+        L0 = float(min(max(L0, 0.0), float(np.max(y))))
+        starts.append(MultiPowerLaw(L0=L0, A=float(max(A, 1e-3)), alpha=moved.alpha, B=moved.B, C=moved.C,
+                                    beta=moved.beta, gamma=moved.gamma))
+    return starts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input checks.
+
+
+def _check_lrs(lrs: Any, field: str = "lrs") -> np.ndarray:
+    arr = np.asarray(lrs, dtype=np.float64)
+    if arr.ndim != 1 or len(arr) == 0:
+        raise ConfigError(field, f"expected a non-empty 1-D array of learning rates, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ConfigError(field, "learning rates must be finite and >= 0")
+    return arr
+
+
+def _check_warmup(warmup_steps: Any, T: int, field: str = "warmup_steps") -> int:
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, (int, np.integer)):
+        raise ConfigError(field, f"expected an integer, got {warmup_steps!r}")
+    if not 0 <= warmup_steps < T:
+        raise ConfigError(field, f"must be in [0, {T - 1}] for {T} steps, got {warmup_steps}")
+    return int(warmup_steps)
+
+
+def _step_indices(steps: Any, T: int, field: str = "steps") -> np.ndarray:
+    arr = np.asarray(steps)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ConfigError(field, "expected a 1-D sequence of integer step counts")
+    if len(arr) and (arr.min() < 1 or arr.max() > T):
+        raise ConfigError(field, f"step counts must be in [1, {T}], got {int(arr.min())}..{int(arr.max())}")
+    return arr.astype(np.int64) - 1
+
+
+def _normalise_runs(steps: Any, losses: Any, lrs: Any, warmup_steps: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """(steps, losses, lrs, warmup) per run, validated, whether one run or a list of runs was given."""
+    several = isinstance(lrs, (list, tuple)) and len(lrs) > 0 and np.ndim(lrs[0]) == 1
+    if not several:
+        steps, losses, lrs, warmup_steps = [steps], [losses], [lrs], [warmup_steps]
+    elif isinstance(warmup_steps, (int, np.integer)):
+        warmup_steps = [warmup_steps] * len(lrs)
+    if not (len(steps) == len(losses) == len(lrs) == len(warmup_steps)):
+        raise ConfigError("runs", "steps, losses, lrs and warmup_steps must list the same number of runs")
+    runs = []
+    for i, (s, y, lr, w) in enumerate(zip(steps, losses, lrs, warmup_steps)):
+        where = "" if not several else f"[{i}]"
+        lr = _check_lrs(lr, f"lrs{where}")
+        idx = _step_indices(s, len(lr), f"steps{where}") + 1
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != idx.shape or not np.all(np.isfinite(y)):
+            raise ConfigError(f"losses{where}", "expected finite losses, one per step")
+        runs.append((idx, y, lr, _check_warmup(w, len(lr), f"warmup_steps{where}")))
+    if sum(len(r[1]) for r in runs) < 3:
+        raise ConfigError("losses", "need at least 3 observed losses to fit")
+    return runs
