@@ -57,7 +57,38 @@ def _interrupted_worker(rank: int, cfg_dict: dict, stop_at: int) -> dict:
     return {"reports": _as_json(hooks.reports)}
 
 
+def _allreduce_count_worker(rank: int, data: str) -> dict:
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    from trainable.distributed import setup_distributed
+    from trainable.train import Trainer
+
+    counts = {}
+    for accum in (1, 3):
+        cfg = TrainConfig.from_dict(tiny_config_dict(Path(data), batch={"micro_batch_size": 2, "seq_len": 32,
+                                                                         "grad_accum": accum}))
+        trainer = Trainer(cfg, setup_distributed("cpu"), hooks=None)
+        calls = []
+
+        def counting_hook(state, bucket):
+            calls.append(bucket.index())
+            return allreduce_hook(state, bucket)
+
+        trainer.ddp.register_comm_hook(None, counting_hook)
+        for _ in range(2):
+            trainer.train_step()
+        counts[accum] = len(calls)
+    return counts
+
+
 # ---------------------------------------------------------------------------------------------------------
+
+
+def test_gradient_accumulation_all_reduces_only_on_the_last_micro_step(tmp_path: Path) -> None:
+    data = make_markov_shards(tmp_path / "data")
+    counts = run_ranks(_allreduce_count_worker, (str(data),), tmp_path / "out")[0]
+    # 3 micro-steps per optimizer step cost exactly the gradient all-reduces of 1.
+    assert counts["1"] > 0 and counts["3"] == counts["1"]
 
 
 def test_two_ranks_apply_the_scheduled_lr_learn_and_report_identically(tmp_path: Path) -> None:
