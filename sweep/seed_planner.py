@@ -1,0 +1,159 @@
+"""How many seeds a paired comparison of two schedule shapes needs to resolve a given effect.
+
+The test planned for is the one `sweep.verdicts` runs: a two-sided paired t-test on per-seed differences
+(candidate minus baseline over the same seeds) at level ``alpha`` (0.01). With n pairs, true mean
+difference ``effect`` and standard deviation ``std`` of the *paired differences*, the t statistic follows
+a noncentral t distribution with n - 1 degrees of freedom and noncentrality ``effect / std * sqrt(n)``, so
+the power is exact:
+
+    power(n) = P(T' > t_crit) + P(T' < -t_crit),   T' ~ nct(n - 1, effect / std * sqrt(n)),
+    t_crit   = t_{1 - alpha/2, n - 1}
+
+(no normal approximation: with 3-10 seeds it would promise far too much power).
+
+Which std: the std of the per-seed *differences*, not of one group's final losses. If the seeds of two
+groups were independent the first would be ``sqrt(2)`` times the second; in practice a seed (initialisation,
+data order) moves both groups the same way, and the difference std is smaller. Measure it where you can:
+`paired_std` over two groups that ran the same seeds (two baselines of a finished sweep), else
+`difference_std_from_group` turns one group's per-seed values into the independent-seeds bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from scipy import stats as _stats
+
+from search_spaces.errors import ConfigError
+from sweep.verdicts import paired_comparison
+
+DEFAULT_ALPHA = 0.01
+DEFAULT_POWER = 0.8
+MAX_SEEDS = 10_000
+
+
+def _positive(value: float, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(field, f"must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _fraction(value: float, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ConfigError(field, f"must be strictly between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def paired_power(n: int, effect: float, std: float, alpha: float = DEFAULT_ALPHA) -> float:
+    """Exact power of the two-sided paired t-test with `n` pairs (0 for n < 2: no test exists)."""
+    effect, std = _positive(abs(effect), "effect"), _positive(std, "std")
+    alpha = _fraction(alpha, "alpha")
+    if n < 2:
+        return 0.0
+    df = n - 1
+    t_crit = float(_stats.t.ppf(1.0 - alpha / 2.0, df))
+    nc = effect / std * math.sqrt(n)
+    return float(_stats.nct.sf(t_crit, df, nc) + _stats.nct.cdf(-t_crit, df, nc))
+
+
+def required_seeds(
+    effect: float, std: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, max_seeds: int = MAX_SEEDS,
+) -> int | None:
+    """Smallest n (>= 2) whose paired t-test reaches `power`; None when more than `max_seeds` are needed.
+
+    Power grows monotonically with n here (more pairs: larger noncentrality, smaller critical value), so
+    a doubling search followed by bisection finds the smallest n in O(log n) power evaluations.
+    """
+    _positive(effect, "effect"), _positive(std, "std"), _fraction(alpha, "alpha"), _fraction(power, "power")
+    if paired_power(max_seeds, effect, std, alpha) < power:
+        return None
+    lo, hi = 1, 2  # invariant: power(lo) < target <= power(hi) once hi is found
+    while paired_power(hi, effect, std, alpha) < power:
+        lo, hi = hi, min(2 * hi, max_seeds)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if paired_power(mid, effect, std, alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """The answer and the table behind it: `rows` are (n, power) for the n values shown."""
+
+    effect: float
+    std: float
+    alpha: float
+    power: float
+    required: int | None
+    rows: tuple[tuple[int, float], ...]
+
+
+def plan_seeds(
+    effect: float, std: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, max_seeds: int = MAX_SEEDS,
+) -> SeedPlan:
+    """`required_seeds` plus a table of power at every n up to a little past the answer.
+
+    Up to 20 rows: every n when the answer is small, otherwise evenly spread n values that always include
+    the answer and its predecessor (where the power crosses the target).
+    """
+    need = required_seeds(effect, std, alpha, power, max_seeds)
+    last = min((need if need is not None else max_seeds) + 2, max_seeds)
+    if last <= 21:
+        ns = list(range(2, last + 1))
+    else:
+        step = max(1, (last - 2) // 16)
+        ns = sorted(set(range(2, last + 1, step)) | ({need - 1, need} if need else set()) | {last})
+    rows = tuple((n, paired_power(n, effect, std, alpha)) for n in ns)
+    return SeedPlan(effect=effect, std=std, alpha=alpha, power=power, required=need, rows=rows)
+
+
+def seed_warning(n_seeds: int, effect: float, std: float, alpha: float = DEFAULT_ALPHA,
+                 power: float = DEFAULT_POWER) -> str | None:
+    """A warning when `n_seeds` cannot resolve `effect` at `alpha` with `power`, else None.
+
+    `std` is the std of paired per-seed differences (see the module docstring). Meant for the sweep config:
+    a sweep over 3 seeds that targets 0.002-nat effects will mostly report "no detectable difference".
+    """
+    have = paired_power(n_seeds, effect, std, alpha)
+    if have >= power:
+        return None
+    need = required_seeds(effect, std, alpha, power)
+    needed = f"{need} seeds are needed" if need is not None else f"more than {MAX_SEEDS} seeds would be needed"
+    return (
+        f"{n_seeds} seeds give a paired comparison only {have:.0%} power to detect a {effect:g}-nat effect at "
+        f"alpha {alpha:g} (std of paired differences {std:g}); {needed} for {power:.0%} power"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Measuring the std from finished groups (the MLflow reading that feeds these comes later).
+
+
+def difference_std_from_group(values: Iterable[float]) -> float:
+    """Std of paired differences implied by one group's per-seed values, assuming independent seeds.
+
+    ``sqrt(2) * sample std``: an upper bound when seeds correlate across shapes (they usually do), so a
+    plan built on it asks for at least enough seeds. Needs 2+ finite values.
+    """
+    xs = [float(v) for v in values]
+    if len(xs) < 2 or not all(math.isfinite(x) for x in xs):
+        raise ValueError(f"need at least two finite per-seed values, got {xs}")
+    mean = math.fsum(xs) / len(xs)
+    sample_std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    return math.sqrt(2.0) * sample_std
+
+
+def paired_std(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Sample std of the per-seed differences of two groups that ran the same seeds (e.g. two baselines).
+
+    This is exactly the std the planner wants; the mean difference between the groups does not enter it.
+    """
+    comparison = paired_comparison(a, b, names=("a", "b"))
+    if comparison.n < 2:
+        raise ValueError("need at least two common seeds to measure a std")
+    return comparison.std_diff
