@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -47,6 +48,35 @@ def test_matches_brute_force_formula_on_a_non_monotone_schedule():
     rng = np.random.default_rng(0)
     lrs = np.concatenate([np.linspace(1e-4, 1e-3, 5), rng.uniform(1e-4, 1e-3, 40)])  # ups and downs
     np.testing.assert_allclose(TRUTH.loss_curve(lrs, 5), brute_force(TRUTH, lrs, 5), rtol=0, atol=1e-12)
+    # The fast route too (LR increases give negative terms, which the running sum must carry as well).
+    post = lrs[5:]
+    d = np.concatenate([[0.0], post[:-1] - post[1:]])
+    k, t = np.flatnonzero(d), np.arange(len(post))
+    np.testing.assert_allclose(TRUTH._loss_drop_scan(post, d, k, t), TRUTH._loss_drop_pairs(post, d, k, t), atol=1e-11)
+
+
+@pytest.mark.parametrize("beta", [0.02, 0.583, 2.5])
+@pytest.mark.parametrize("name", ["nanogpt_cosine", "linear_to_zero", "wsd_sqrt"])
+def test_fast_scan_equals_the_direct_pair_sum(name, beta):
+    # Two exact routes to LD (the definition summed over pairs, and the Laplace-quadrature running sum)
+    # must agree far below any loss difference we care about, including at beta near the fit's bounds.
+    law = MultiPowerLaw(**{**get_law("mpl_25m").to_dict(), "beta": beta})
+    lrs = lrs_of(name, 1500, 3e-4)
+    post = lrs[infer_warmup_steps(lrs):]
+    d = np.concatenate([[0.0], post[:-1] - post[1:]])
+    k, t = np.flatnonzero(d), np.arange(len(post))
+    direct, scan = law._loss_drop_pairs(post, d, k, t), law._loss_drop_scan(post, d, k, t)
+    assert np.max(direct) > 1e-3  # there is a drop to get right
+    np.testing.assert_allclose(scan, direct, rtol=0, atol=1e-10)
+
+
+def test_whole_20k_step_cosine_curve_is_fast():
+    lrs = lrs_of("nanogpt_cosine", 20_000, 3e-4)
+    start = time.perf_counter()
+    curve = get_law("mpl_25m").loss_curve(lrs, infer_warmup_steps(lrs))
+    # ~0.3 s on two busy cores; the O(T^2) definition takes ~7 s. 5 s leaves room for a loaded machine.
+    assert time.perf_counter() - start < 5.0
+    assert np.all(np.diff(curve[1000:]) < 0)  # loss keeps falling through a cosine decay
 
 
 def test_constant_lr_reduces_to_the_power_law_in_the_lr_sum():
