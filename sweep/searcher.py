@@ -109,7 +109,12 @@ class GroupSearcher(OptunaSearch):
         if state == optuna.trial.TrialState.PRUNED and value is not None and trial_id not in self._last_step:
             # Optuna takes a pruned trial's value from its last intermediate value.
             ot_trial.report(value, int((result or {}).get("step", 0)))
-        self._ot_study.tell(ot_trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        try:
+            self._ot_study.tell(ot_trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+        except (RuntimeError, ValueError) as err:
+            # A group that completed after the last saved searcher state but before a driver kill is run
+            # once more on resume; a database-backed study already holds its verdict.
+            logger.warning("Optuna trial %s not told again: %s", ot_trial.number, err)
         self._completed_trials.add(trial_id)
 
     def verdict(self, result: dict | None, error: bool) -> tuple[optuna.trial.TrialState, float | None]:
@@ -126,6 +131,18 @@ class GroupSearcher(OptunaSearch):
                 return TrialState.COMPLETE, float(self._penalty)
             return TrialState.FAIL, None
         return TrialState.PRUNED, float(value) if _finite(value) else None
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's searcher restore, plus: with a database-backed study, trials asked after the last saved
+        searcher state (their Tune trials were never recorded) are closed as FAIL instead of staying RUNNING."""
+        super().restore(checkpoint_path)
+        if self._storage is None:
+            return
+        known = {t.number for t in self._ot_trials.values()}
+        for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if t.number not in known:
+                logger.warning("closing orphaned Optuna trial %s (asked before the driver stopped)", t.number)
+                self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
 
     # -----------------------------------------------------------------------------------------------------
     @property

@@ -42,6 +42,15 @@ def apply_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def _free_port() -> int:
+    """A TCP port the OS just reported free."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
 def init_ray() -> None:
     """Attach to the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local Ray.
 
@@ -55,8 +64,18 @@ def init_ray() -> None:
     apply_env_defaults()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
-    else:
-        ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        return
+    # Pin the new cluster's GCS port and tell every Ray process the address through RAY_ADDRESS, which they
+    # inherit from this process. Ray Train's PlacementGroupCleaner looks the cluster up through the state
+    # API; with no address it scans for running GCS processes, and when another Ray runs on the same machine
+    # it fails ("Found multiple active Ray instances"), so the placement groups of a stopped group's seed
+    # runs leaked and the next group waited for CPUs forever. address="local" makes ray.init start a new
+    # cluster despite RAY_ADDRESS.
+    port = _free_port()
+    ip = ray.util.get_node_ip_address()
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    os.environ["RAY_ADDRESS"] = f"{ip}:{port}"
+    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
 
 
 def prepare_data(cfg: SweepConfig) -> None:

@@ -1,0 +1,190 @@
+"""Seed groups with early stopping.
+
+Fast tests: the group aggregate (means over seeds, aligned steps, the final result held back) and what
+GroupSearcher tells a real Optuna study. The Ray test runs `sweep run` on a real local Ray with real DDP
+(2 gloo workers per seed run), real Optuna TPE and ASHA, then checks that groups were stopped as one and that
+Optuna saw COMPLETE only for groups that ran to the end, with the mean over all seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sweep.config import SweepConfig
+from sweep.group_results import GroupAggregator
+from sweep.searcher import GroupSearcher
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_sweep_run_helpers import ray_env, tiny_sweep  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TrialState = optuna.trial.TrialState
+
+
+def rep(step: int, val: float, final: bool = False, status: str | None = None) -> dict:
+    m = {"step": step, "tokens": step * 100, "val_loss": val, "val_bpb": val / 2, "train_loss": val + 0.1,
+         "lr": 1e-3, "lr_multiplier": 1.0, "tokens_per_s": 1000.0, "final": final}
+    if status:
+        m["status"] = status
+    return m
+
+
+# ---------------------------------------------------------------------------------------------------------
+def test_group_result_needs_every_seed_and_holds_the_final_back() -> None:
+    agg = GroupAggregator([0, 1, 2], {0: "t-seed0", 1: "t-seed1", 2: "t-seed2"})
+    assert agg.add(0, rep(4, 3.0)) == [] and agg.add(1, rep(4, 4.0)) == []
+    (r,) = agg.add(2, rep(4, 5.5))
+    assert r["step"] == 4 and r["status"] == "running"
+    assert r["val_loss"] == math.fsum([3.0, 4.0, 5.5]) / 3 and r["tokens_per_s"] == 3000.0
+    assert set(r["per_seed"]) == {"0", "1", "2"} and r["per_seed"]["1"]["train_run"] == "t-seed1"
+    for s, v in ((0, 2.0), (1, 2.5), (2, 3.0)):
+        assert agg.add(s, rep(8, v, final=True, status="finished")) == []  # never from add()
+    final = agg.finish()
+    assert final["step"] == 8 and final["status"] == "finished" and final["val_loss"] == 2.5
+
+
+def test_steps_a_resumed_seed_skipped_are_dropped_and_steps_stay_increasing() -> None:
+    agg = GroupAggregator([0, 1], {})
+    agg.add(0, rep(4, 3.0))
+    agg.add(1, rep(8, 3.0))  # seed 1 resumed past step 4: step 4 can never be complete
+    (r,) = agg.add(0, rep(8, 2.0))
+    assert r["step"] == 8 and r["val_loss"] == 2.5 and agg.last_emitted == 8
+    assert agg.add(0, rep(4, 9.0)) == []  # an old step reported again never goes out twice
+
+
+def test_a_diverged_seed_fails_the_group_with_the_penalty() -> None:
+    agg = GroupAggregator([0, 1], {}, penalty=10.0)
+    agg.add(0, rep(4, 3.0))
+    agg.add(1, rep(4, 3.2))
+    assert agg.add(1, rep(6, float("nan"), final=True, status="diverged")) == []
+    assert agg.diverged
+    r = agg.diverged_result()
+    assert r["status"] == "diverged" and r["val_loss"] == 10.0 and r["step"] > 4
+
+
+def test_finish_uses_fit_results_when_a_final_report_is_missing_and_fails_without() -> None:
+    agg = GroupAggregator([0, 1], {})
+    agg.add(0, rep(4, 3.0, final=True, status="finished"))
+    with pytest.raises(RuntimeError, match="seed run"):
+        GroupAggregator([0, 1], {}).finish({0: rep(4, 1.0, True, "finished"), 1: None})
+    assert agg.finish({1: rep(4, 5.0, final=True, status="finished")})["val_loss"] == 4.0
+
+
+def test_searcher_emits_baselines_first_and_tells_optuna_the_truth(tmp_path: Path) -> None:
+    cfg = SweepConfig.from_dict(tiny_sweep(tmp_path, baselines=["constant", "wsd_sqrt"], budget=4))
+    s = GroupSearcher(cfg.search_space, list(cfg.seeds), list(cfg.baselines), cfg.budget, fixed={"x": 1},
+                      divergence_penalty=None, seed=0)
+    configs = [s.suggest(f"t{i}") for i in range(6)]
+    assert [c["baseline"] for c in configs] == ["constant", "wsd_sqrt", None, None, None, None]
+    assert all(c["seeds"] == [0, 1] and c["x"] == 1 for c in configs)
+    assert s.suggest("t6") == "FINISHED"  # the budget is spent
+    for tid in ("t0", "t1"):
+        s.on_trial_complete(tid, {"status": "finished", "val_loss": 1.0, "step": 12})
+    s.on_trial_result("t2", {"val_loss": 3.0, "step": 4, "status": "running"})
+    s.on_trial_complete("t2", {"val_loss": 3.0, "step": 4, "status": "running"})  # stopped by ASHA
+    s.on_trial_complete("t3", {"val_loss": 2.0, "step": 12, "status": "finished"})
+    s.on_trial_complete("t4", {"val_loss": float("nan"), "step": 6, "status": "diverged"})
+    s.on_trial_complete("t5", None, error=True)
+    trials = s.study.get_trials(deepcopy=False)
+    assert len(trials) == 4  # baselines never reach Optuna
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert trials[0].value == 3.0 and trials[1].value == 2.0
+
+
+def test_divergence_penalty_is_told_as_a_value(tmp_path: Path) -> None:
+    cfg = SweepConfig.from_dict(tiny_sweep(tmp_path, baselines=[], budget=1))
+    s = GroupSearcher(cfg.search_space, [0], [], 1, divergence_penalty=9.0, seed=0)
+    s.suggest("a")
+    s.on_trial_complete("a", {"val_loss": 9.0, "step": 6, "status": "diverged"})
+    (t,) = s.study.get_trials()
+    assert t.state == TrialState.COMPLETE and t.value == 9.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+def read_trials(sweep_dir: Path) -> list[dict]:
+    """Every Tune trial of a finished sweep, from its folder: index, id, config, results (oldest first)."""
+    trials = []
+    for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / "params.json").exists()):
+        m = re.match(r"group_trial_[0-9a-f]+_(\d+)_", d.name)
+        results = [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
+        config = json.loads((d / "params.json").read_text())
+        trials.append({"index": int(m.group(1)), "dir": d, "config": config, "results": results,
+                       "id": results[0]["trial_id"] if results else None})
+    return sorted(trials, key=lambda t: t["index"])
+
+
+def check_group_results(results: list[dict], seeds: list[int]) -> None:
+    """Every group result: all seeds at the same step, means over seeds, steps increasing, status last."""
+    steps = [r["step"] for r in results]
+    assert steps == sorted(set(steps)), steps
+    for r in results[:-1]:
+        assert r["status"] == "running"
+    for r in results:
+        per = r["per_seed"]
+        assert sorted(per) == sorted(str(s) for s in seeds)
+        assert all(p["step"] == r["step"] for p in per.values())
+        assert r["val_loss"] == pytest.approx(math.fsum(p["val_loss"] for p in per.values()) / len(per), abs=1e-12)
+
+
+def ckpt_steps(train_dir: Path) -> list[int]:
+    return sorted(int(p.name.split("_")[1]) for p in train_dir.glob("step_*"))
+
+
+@pytest.mark.ray
+@pytest.mark.ddp
+@pytest.mark.slow
+def test_sweep_groups_stop_as_one_and_optuna_sees_complete_only_for_finished(tmp_path: Path) -> None:
+    d = tiny_sweep(tmp_path, name="groups", budget=3)
+    # Long enough after the first rungs (steps 4, 8) that a stopped group's seed runs would visibly carry on
+    # if stopping the group did not end them.
+    d["trainer"]["horizon"] = {"steps": 40}
+    # A mediocre baseline, and a space of one excellent and one poor shape: ASHA (median rule at steps 4, 8)
+    # lets the excellent shape run to the end and stops the poor one. TPE's seeded startup draws
+    # [0.95, 0.0, 0.95] for warmup_frac.
+    d["baselines"] = [{"preset": "constant", "warmup_frac": 0.5}]
+    d["search_space"] = {"warmup_frac": {"choices": [0.0, 0.95]}, "hold_frac": 1.0, "shape": "cosine", "floor": 0.1}
+    path = tmp_path / "groups.yaml"
+    path.write_text(yaml.safe_dump(d))
+    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=tmp_path,
+                          env={**ray_env(tmp_path), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "sweep folder" in proc.stdout and "mlflow ui" in proc.stdout
+
+    sweep_dir = tmp_path / "sweeps" / "groups"
+    trials = read_trials(sweep_dir)
+    assert len(trials) == 4
+    assert trials[0]["config"]["baseline"] == "constant" and trials[0]["config"]["seeds"] == [0, 1]
+    for t in trials:
+        check_group_results(t["results"], [0, 1])
+    searched = [t for t in trials if t["config"]["baseline"] is None]
+    study = optuna.load_study(study_name="groups", storage=d["optuna"]["storage"])
+    ot = sorted(study.get_trials(), key=lambda t: t.number)
+    assert len(ot) == len(searched) == 3  # the baseline is not an Optuna trial; no duplicates
+    pruned = finished = 0
+    for t, o in zip(searched, ot):
+        last = t["results"][-1]
+        assert o.params["warmup_frac"] == t["config"]["schedule"]["warmup_frac"]
+        if last["status"] == "finished":
+            finished += 1
+            assert last["step"] == 40
+            assert o.state == TrialState.COMPLETE
+            assert o.value == pytest.approx(math.fsum(p["val_loss"] for p in last["per_seed"].values()) / 2)
+        else:
+            pruned += 1
+            assert last["status"] == "running" and last["step"] < 40
+            assert o.state == TrialState.PRUNED and o.value == pytest.approx(last["val_loss"])
+            # Stopped as one: neither seed run trained on to the horizon.
+            for seed in (0, 1):
+                steps = ckpt_steps(sweep_dir / "train" / f"{t['id']}-seed{seed}")
+                assert steps and max(steps) < 40, (seed, steps)
+    assert pruned >= 1 and finished >= 1, [(t["config"]["schedule"], t["results"][-1]["status"]) for t in searched]
