@@ -10,7 +10,7 @@ import pytest
 
 from search_spaces import get_preset
 from search_spaces.errors import ConfigError
-from trainable.loss_law import MultiPowerLaw, fit, get_law, infer_warmup_steps, list_laws
+from trainable.loss_law import MultiPowerLaw, fit, get_law, infer_warmup_steps, list_laws, predict_final_loss
 
 PEAK = 1e-3
 T = 3000
@@ -168,6 +168,7 @@ def test_fit_from_a_prefix_predicts_the_final_loss_of_the_same_schedule():
     steps, losses, lrs, W = _observe(TRUTH, ["nanogpt_cosine"], until=0.5)
     fitted = fit(steps[0], losses[0], lrs[0], W[0])
     assert fitted.final_loss(lrs[0], W[0]) == pytest.approx(TRUTH.final_loss(lrs[0], W[0]), abs=1e-5)
+    assert predict_final_loss(steps[0], losses[0], lrs[0]) == pytest.approx(TRUTH.final_loss(lrs[0], W[0]), abs=1e-5)
 
 
 def test_prefix_without_any_decay_keeps_the_decay_prior_and_fits_the_power_law():

@@ -145,6 +145,10 @@ def test_config_validation_names_the_field(overrides, field):
 def test_config_round_trip_and_unknown_key():
     cfg = SimulatorConfig(law=get_law("mpl_400m").to_dict(), noise_std=0.002)
     assert SimulatorConfig.from_dict(cfg.to_dict()) == cfg
+    assert SimulatorConfig.from_dict({"peak_lr": "3e-4"}).peak_lr == 3e-4  # how PyYAML reads `3e-4`
+    with pytest.raises(ConfigError) as err:
+        SimulatorConfig.from_dict({"peak_lr": "fast"})
+    assert err.value.field == "peak_lr"
     with pytest.raises(ConfigError) as err:
         SimulatorConfig.from_dict({"noise": 0.1})
     assert err.value.field == "noise"

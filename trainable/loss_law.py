@@ -41,6 +41,7 @@ __all__ = [
     "get_law",
     "infer_warmup_steps",
     "list_laws",
+    "predict_final_loss",
 ]
 
 # Pairs (eval step x LR change) per block of the direct sum: a few 8 MB temporaries, cache friendly.
@@ -358,6 +359,21 @@ def fit(
             best = (float(res.cost), theta)
     assert best is not None
     return to_law(best[1])
+
+
+def predict_final_loss(
+    steps: Sequence[int], losses: Sequence[float], lrs: np.ndarray, warmup_steps: int | None = None,
+    prior: MultiPowerLaw | None = None,
+) -> float:
+    """Final loss of a run predicted from the losses seen so far (what a `predicted` rung metric reports).
+
+    `lrs` is the run's *whole* absolute LR sequence (the schedule is known in advance), `steps`/`losses`
+    the prefix observed. `warmup_steps` defaults to `infer_warmup_steps(lrs)`. `prior` seeds the fit and,
+    while no LR decay has been observed yet, supplies B, C, beta, gamma (see `fit`).
+    """
+    lrs = _check_lrs(lrs)
+    w = infer_warmup_steps(lrs) if warmup_steps is None else warmup_steps
+    return fit(steps, losses, lrs, w, init=prior).final_loss(lrs, w)
 
 
 def _decay_observed(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> bool:

@@ -76,6 +76,15 @@ class SimulatorConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
+        # PyYAML reads `3e-4` (no dot) as a string; accept what is clearly a number, as TrainConfig does.
+        for name in ("peak_lr", "noise_std", "seed_offset_std", "diverge_lr", "step_delay_s", "bytes_per_token",
+                     "initial_loss"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    object.__setattr__(self, name, float(value))
+                except ValueError:
+                    pass  # reported as "expected a finite number" below
         self.law_params()  # a bad law name or parameter fails here, named under `law`
         _number(self.peak_lr, "peak_lr", positive=True)
         _integer(self.total_steps, "total_steps", 1)
