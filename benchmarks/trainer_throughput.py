@@ -4,7 +4,7 @@
                                             [--nproc 2] [--out benchmarks/trainer_throughput.json]
 
 Both loops run side by side in the same processes (2 gloo ranks on CPU, NCCL on GPU), alternating
-plain / trainer `--repeats` times so that a noisy machine hits both alike. Tokens/s counts global tokens
+plain / trainer `--repeats` times (first one, then the other) so that a noisy machine hits both alike. Tokens/s counts global tokens
 over the training steps only (the trainer's evaluation is paused out by its own meter; the plain loop
 has none). Prints a table with the ratio trainer / plain and writes the figures as JSON.
 """
@@ -110,8 +110,13 @@ def _worker(rank: int, world: int, port: int, models: list[str], steps: int, rep
         if cuda:
             cfg = TrainConfig.from_dict({**cfg.to_dict(), "device": "cuda"})
         for rep in range(repeats):
-            plain = plain_loop(cfg, rank, world, device)
-            result = train(cfg)
+            # Alternate which loop goes first, so warm caches or a burst of load do not favour one side.
+            if rep % 2 == 0:
+                plain = plain_loop(cfg, rank, world, device)
+                result = train(cfg)
+            else:
+                result = train(cfg)
+                plain = plain_loop(cfg, rank, world, device)
             trainer = result.final_metrics["tokens_per_s"]
             results.append({"model": name, "repeat": rep, "plain_tokens_per_s": plain,
                             "trainer_tokens_per_s": trainer, "mfu": result.final_metrics.get("mfu")})

@@ -172,7 +172,8 @@ def test_divergence_ends_the_run_cleanly_on_every_rank(tmp_path: Path) -> None:
         last = r["reports"][-1]
         assert last["final"] and last["metrics"]["status"] == "diverged"
         assert last["step"] == r["step"] == len(r["train_losses"])
-    # The step that tripped it is over the limit (or not finite); the ones before were not.
+    # The first step over the limit (or not finite) stopped the run, at most one step later: the loss
+    # all-reduce is read with one step of lag so that it never stalls training.
     losses = ranks[0]["train_losses"]
-    assert not (losses[-1] <= losses[0] + 1.0)
-    assert all(loss <= losses[0] + 1.0 for loss in losses[:-1])
+    tripped = next(i for i, loss in enumerate(losses) if not loss <= losses[0] + 1.0)
+    assert tripped >= len(losses) - 2

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from search_spaces.errors import ConfigError
@@ -29,8 +30,8 @@ from trainable.checkpoint import load_checkpoint, save_checkpoint
 from trainable.config import TrainConfig, apply_overrides, load_yaml
 from trainable.distributed import (
     DistEnv,
-    all_reduce_sum,
     broadcast_object,
+    is_distributed,
     setup_distributed,
     teardown_distributed,
 )
@@ -130,6 +131,7 @@ class Trainer:
             lambda opt, args, kwargs: self.applied_lrs.append(opt.param_groups[0]["lr"])
         )
         self.step = 0
+        self.pending: list[tuple[torch.Tensor, dist.Work | None]] = []  # in-flight loss all-reduces
         self.initial_loss: float | None = None
         self.evals_done = 0
 
@@ -146,18 +148,27 @@ class Trainer:
         self.model.train()
         self.meter.resume()
         while self.step < self.total_steps:
-            loss, nonfinite = self.train_step()
-            result.train_losses.append(loss)
-            loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
-            if self.initial_loss is None:
-                self.initial_loss = loss
-            if diverged(loss, nonfinite, self.initial_loss, self.cfg):
+            self.train_step()
+            at_eval = self.step % self.cfg.eval.interval == 0 or self.step == self.total_steps
+            # The newest step's loss may stay in flight (one step of lag) unless we report now.
+            stop = False
+            for loss, nonfinite in self.collect_losses(keep_newest=not at_eval):
+                result.train_losses.append(loss)
+                loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+                if self.initial_loss is None:
+                    self.initial_loss = loss
+                stop = stop or diverged(loss, nonfinite, self.initial_loss, self.cfg)
+            if stop:
+                # Every rank sees the same all-reduced losses, so every rank stops at this same step.
+                for loss, _ in self.collect_losses(keep_newest=False):
+                    result.train_losses.append(loss)
+                    loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
                 self.meter.pause()
                 report = self._report(loss_sum / loss_steps, None, final=True, status="diverged")
                 result.status = "diverged"
                 result.reports.append(report)
                 break
-            if self.step % self.cfg.eval.interval == 0 or self.step == self.total_steps:
+            if at_eval:
                 self.meter.pause()
                 final = self.step == self.total_steps
                 report = self._eval_and_report(loss_sum / loss_steps, final)
@@ -174,8 +185,8 @@ class Trainer:
             )
         return result
 
-    def train_step(self) -> tuple[float, bool]:
-        """One optimizer step at the scheduled LR; returns (train loss averaged over ranks, any non-finite)."""
+    def train_step(self) -> None:
+        """One optimizer step at the scheduled LR. Its loss arrives later through `collect_losses`."""
         lr = self.cfg.optimizer.lr * float(self.multipliers[self.step])
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -199,11 +210,27 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.meter.add_tokens(self.tokens_per_step)
-        # One small all-reduce: the mean loss for logging and a non-finite flag, so all ranks agree.
+        # One small all-reduce per step: the loss for logging and a non-finite flag, so all ranks agree on
+        # divergence. It runs asynchronously and is read a step later, so neither the host (waiting for the
+        # GPU) nor a rank (waiting for its peer) stalls on it in the middle of training.
         stats = torch.stack([loss_acc, (~torch.isfinite(loss_acc)).double()])
-        all_reduce_sum(stats)
-        total, flags = stats.tolist()
-        return total / self.env.world_size, flags > 0
+        work = dist.all_reduce(stats, op=dist.ReduceOp.SUM, async_op=True) if is_distributed() else None
+        self.pending.append((stats, work))
+
+    def collect_losses(self, keep_newest: bool) -> list[tuple[float, bool]]:
+        """(train loss averaged over ranks, any rank non-finite) of the finished steps, oldest first.
+
+        With `keep_newest`, the most recent step stays pending (its all-reduce may still be in flight).
+        """
+        ready = self.pending[:-1] if keep_newest else self.pending
+        self.pending = self.pending[len(ready):]
+        out = []
+        for stats, work in ready:
+            if work is not None:
+                work.wait()
+            total, flags = stats.tolist()
+            out.append((total / self.env.world_size, flags > 0))
+        return out
 
     def evaluate(self) -> EvalResult:
         """Val loss and bpb of the current weights: plain cross-entropy, whatever `train_loss` says."""
