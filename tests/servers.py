@@ -86,9 +86,11 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace_s)
+        pass
+    # Also when the leader exited in time: helpers of its group (uvicorn workers, raylet) may linger.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=grace_s)
 
 
 @contextlib.contextmanager
@@ -183,10 +185,17 @@ def ray_head(root: Path, num_cpus: int = 2, timeout_s: float = 90.0) -> Iterator
     env = ray_head_env(root)
     port, dash_port = free_port(), free_port()
     log = root / "ray-head.log"
+    # Every listening port picked free: Ray's fixed defaults (dashboard agent 52365, client server 10001,
+    # metrics) collide with any other Ray on the machine, e.g. another test's local cluster; the agent
+    # then runs without its HTTP server and every job submission fails with "No available agent".
+    extra_ports = {name: free_port() for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")}
     cmd = [
         venv_bin("ray"), "start", "--head", "--block", f"--num-cpus={num_cpus}", "--include-dashboard=true",
         f"--port={port}", f"--dashboard-port={dash_port}", "--dashboard-host=127.0.0.1",
         "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+        *(f"--{name}={p}" for name, p in extra_ports.items()),
     ]
     head = RayHead(gcs_address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dash_port}", env=env, log=log)
     with open(log, "wb") as out:
@@ -197,7 +206,8 @@ def ray_head(root: Path, num_cpus: int = 2, timeout_s: float = 90.0) -> Iterator
                       headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
         yield head
     finally:
-        _stop_group(proc, grace_s=30.0)
+        # A short grace: the cluster is thrown away, and whatever outlives the group is killed below.
+        _stop_group(proc, grace_s=5.0)
         for pid in pids_with_env("RAY_TMPDIR", env["RAY_TMPDIR"]):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

@@ -13,6 +13,8 @@ import json
 import statistics
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -35,21 +37,60 @@ def _ray(head, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([venv_bin("ray"), *args], env=head.env, capture_output=True, text=True, timeout=timeout)
 
 
+def _submit_when_ready(head, args: list[str], timeout_s: float = 90) -> None:
+    """`ray job submit --no-wait`, retried while the head's job agent is still starting.
+
+    The dashboard answers before the node's agent has registered; until then a submission fails with
+    "No available agent to submit job, please try again later".
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = _ray(head, "job", "submit", "--address", head.dashboard_url, *args)
+        text = out.stdout + out.stderr
+        if out.returncode == 0:
+            return
+        if "No available agent" not in text or time.monotonic() > deadline:
+            raise AssertionError(f"ray job submit failed:\n{text[-4000:]}")
+        time.sleep(2)
+
+
+def _job_api(head, path: str) -> dict:
+    """GET the head's Jobs REST API (with the test's auth token)."""
+    request = urllib.request.Request(f"{head.dashboard_url}/api/jobs/{path}",
+                                     headers={"Authorization": f"Bearer {head.env['RAY_AUTH_TOKEN']}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _wait_for_job(head, job_id: str, timeout_s: float) -> str:
+    """Poll the job until it is SUCCEEDED, FAILED or STOPPED; returns that state."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = _job_api(head, job_id)["status"]
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"job {job_id} still not done after {timeout_s} s")
+
+
 def test_sweep_run_submitted_as_ray_job(tmp_path):
     with mlflow_server(tmp_path / "mlflow") as uri, ray_head(tmp_path / "head") as head:
-        cfg = tiny_sweep(tmp_path, name="jobsweep", budget=1, mlflow={"tracking_uri": uri, "experiment": "jobs"})
+        # One DDP-less worker per seed, so both groups (the baseline and one TPE shape) fit the 2-CPU head at
+        # once: the job path is under test here, DDP has its own tests.
+        cfg = tiny_sweep(tmp_path, name="jobsweep", budget=1, mlflow={"tracking_uri": uri, "experiment": "jobs"},
+                         resources={"workers": 1, "cpus_per_worker": 0.5}, max_concurrent_trials=2)
         cfg_path = tmp_path / "tiny.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         job_id = f"schedsweep-{uuid.uuid4().hex[:8]}"
         runtime_env = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"},
                        "excludes": [".venv", ".git", "sweeps", "mlruns"]}
-        submit = _ray(head, "job", "submit", "--address", head.dashboard_url, "--submission-id", job_id,
-                      "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env),
-                      "--", sys.executable, "-m", "sweep.cli", "run", str(cfg_path), timeout=480)
-        logs = submit.stdout + submit.stderr
-        status = _ray(head, "job", "status", "--address", head.dashboard_url, job_id)
-        assert "SUCCEEDED" in status.stdout + status.stderr or "succeeded" in status.stdout + status.stderr, logs[-4000:]
-        assert submit.returncode == 0, logs[-4000:]
+        submit_args = ["--submission-id", job_id, "--working-dir", str(REPO), "--runtime-env-json",
+                       json.dumps(runtime_env), "--no-wait", "--", sys.executable, "-m", "sweep.cli", "run",
+                       str(cfg_path)]
+        _submit_when_ready(head, submit_args)
+        state = _wait_for_job(head, job_id, timeout_s=480)
+        logs = _job_api(head, f"{job_id}/logs")["logs"]
+        assert state == "SUCCEEDED", logs[-4000:]
         # The driver's own output went through the job: live progress and the closing summary.
         assert "[sweep " in logs and "sweep 'jobsweep': 2 groups (0 errored)" in logs
 
