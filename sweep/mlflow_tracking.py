@@ -32,6 +32,7 @@ import re
 import subprocess
 import tempfile
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 # Tag names: the public layout other tools (leaderboard, tests, notebooks) read back.
 TAG_SWEEP = "schedsweep.sweep"
+TAG_SWEEP_ID = "schedsweep.sweep_id"
 TAG_KIND = "schedsweep.kind"
 TAG_GROUP = "schedsweep.group"
 TAG_SEED = "schedsweep.seed"
@@ -171,7 +173,10 @@ class MLflowSweepCallback(Callback):
     Args:
         tracking_uri: e.g. ``sqlite:///sweeps/mlflow.db`` or ``http://mlflow:5000``.
         experiment_name: created if missing.
-        sweep_name: the resume key: runs with this sweep name are reused, never duplicated.
+        sweep_name: the sweep's name (tag ``schedsweep.sweep``, the sweep run's name).
+        sweep_id: the resume key, made here unless given. It travels inside the pickled callback, so
+            `Tuner.restore` finds and reuses the same runs, while a new sweep under an old name (e.g.
+            ``sweep run --overwrite``) gets new ones instead of writing into the old sweep's runs.
         sweep_config: the whole sweep config (logged flattened as params and as a YAML artifact).
         total_steps: the trainer's total steps (x range of the schedule plots); else the last step seen.
         seeds, search_space: shown as tags on the sweep run.
@@ -181,10 +186,12 @@ class MLflowSweepCallback(Callback):
 
     def __init__(self, tracking_uri: str, experiment_name: str, sweep_name: str, sweep_config: Mapping[str, Any],
                  total_steps: int | None = None, seeds: Sequence[int] | None = None,
-                 search_space: str | None = None, artifact_location: str | None = None, strict: bool = False):
+                 search_space: str | None = None, artifact_location: str | None = None, strict: bool = False,
+                 sweep_id: str | None = None):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.sweep_name = sweep_name
+        self.sweep_id = sweep_id or uuid.uuid4().hex
         self.sweep_config = dict(sweep_config)
         self.total_steps = total_steps
         self.seeds = list(seeds) if seeds is not None else None
@@ -261,7 +268,8 @@ class MLflowSweepCallback(Callback):
             self.client.update_run(self.sweep_run_id, status="RUNNING")
             self.client.set_tag(self.sweep_run_id, "schedsweep.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             return
-        tags = {TAG_SWEEP: self.sweep_name, TAG_KIND: KIND_SWEEP, "mlflow.runName": self.sweep_name,
+        tags = {TAG_SWEEP: self.sweep_name, TAG_SWEEP_ID: self.sweep_id, TAG_KIND: KIND_SWEEP,
+                "mlflow.runName": self.sweep_name,
                 "schedsweep.git_commit": git_commit(), "mlflow.source.git.commit": git_commit().removesuffix("-dirty"),
                 "schedsweep.tracking_uri": redact_uri(self.tracking_uri)}
         tags.update({f"schedsweep.version.{k}": v for k, v in package_versions().items()})
@@ -280,15 +288,7 @@ class MLflowSweepCallback(Callback):
 
     def _index_existing_runs(self) -> None:
         """Find this sweep's runs (any state) so a resumed sweep reuses them."""
-        runs = []
-        token = None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{self.sweep_name}'",
-                                           max_results=1000, page_token=token, order_by=["attributes.start_time ASC"])
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
+        runs = _search_all(self.client, self.experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{self.sweep_id}'")
         for run in runs:
             tags = run.data.tags
             key = (tags.get(TAG_KIND, ""), tags.get(TAG_GROUP, ""), tags.get(TAG_SEED, ""))
@@ -318,7 +318,7 @@ class MLflowSweepCallback(Callback):
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, TAG_STATUS, RUNNING)
             return run_id
-        all_tags = {TAG_SWEEP: self.sweep_name, TAG_KIND: kind, TAG_GROUP: group, TAG_PARENT: parent,
+        all_tags = {TAG_SWEEP: self.sweep_name, TAG_SWEEP_ID: self.sweep_id, TAG_KIND: kind, TAG_GROUP: group, TAG_PARENT: parent,
                     TAG_STATUS: RUNNING, "mlflow.runName": name, **tags}
         if seed:
             all_tags[TAG_SEED] = seed
@@ -418,21 +418,34 @@ class MLflowSweepCallback(Callback):
             self.client.log_artifact(run_id, str(path))
 
 
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+    """Every run matching `filter_string`, oldest first, across result pages."""
+    runs: list = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def groups_from_mlflow(tracking_uri: str, experiment_name: str, sweep_name: str) -> list[GroupOutcome]:
-    """Read every group of a sweep back from the MLflow store, for `sweep.progress.leaderboard`."""
+    """Read every group of a sweep back from the MLflow store, for `sweep.progress.leaderboard`.
+
+    When several sweeps carried this name (one was started again with --overwrite), the latest is read.
+    """
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
         return []
-    runs = []
-    token = None
-    while True:
-        page = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_name}'",
-                                  max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    sweeps = _search_all(client, exp.experiment_id,
+                         f"tags.`{TAG_SWEEP}` = '{sweep_name}' AND tags.`{TAG_KIND}` = '{KIND_SWEEP}'")
+    if not sweeps:
+        return []
+    sweep_id = sweeps[-1].data.tags[TAG_SWEEP_ID]
+    runs = _search_all(client, exp.experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'")
     groups = {r.data.tags[TAG_GROUP]: r for r in runs if r.data.tags.get(TAG_KIND) == KIND_GROUP}
     seeds: dict[str, dict[str, Any]] = {g: {} for g in groups}
     for r in runs:
