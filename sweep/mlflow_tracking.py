@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import subprocess
 import tempfile
@@ -237,6 +238,9 @@ class MLflowSweepCallback(Callback):
     # ---- Tune hooks -----------------------------------------------------------------------------
 
     def setup(self, **info: Any) -> None:
+        # MLflow prints a "View run" URL line per ended run to stdout: 2 lines per seed run would drown the
+        # progress lines in a CI log. The user's own setting wins.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self._reset()
         self._guard("setting up the sweep run", self._setup)
 

@@ -102,10 +102,11 @@ def _by_kind(runs: list) -> dict[str, list]:
     return out
 
 
-def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch):
+def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch, capsys):
     # Credentials come from the environment; this server ignores them, but nothing may log them.
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
     sweep_config = {"name": "layout", "seeds": SEEDS, "trainer": {"total_steps": TOTAL},
                     "mlflow": {"tracking_uri": f"http://alice:{SECRET}@mlflow.example", "token": SECRET}}
     with mlflow_server(tmp_path / "server") as uri:
@@ -120,6 +121,7 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch):
                                       callbacks=[callback, progress], stop=_stop_pruned, verbose=0),
         )
         grid = tuner.fit()
+        assert "View run" not in capsys.readouterr().out  # no MLflow URL line per ended run in CI logs
         client = MlflowClient(uri)
         runs = _by_kind(_sweep_runs(client, "schedsweep-test", "layout"))
 
