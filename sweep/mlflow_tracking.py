@@ -245,7 +245,7 @@ class MLflowSweepCallback(Callback):
         self._guard("setting up the sweep run", self._setup)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guard(f"starting {trial.trial_id}", self._start_group, trial)
+        self._guard(f"starting {trial.trial_id}", self._ensure_group, trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self._guard(f"logging a result of {trial.trial_id}", self._log_result, trial, result)
@@ -272,9 +272,10 @@ class MLflowSweepCallback(Callback):
             self.client.update_run(self.sweep_run_id, status="RUNNING")
             self.client.set_tag(self.sweep_run_id, "schedsweep.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             return
+        commit = git_commit()
         tags = {TAG_SWEEP: self.sweep_name, TAG_SWEEP_ID: self.sweep_id, TAG_KIND: KIND_SWEEP,
                 "mlflow.runName": self.sweep_name,
-                "schedsweep.git_commit": git_commit(), "mlflow.source.git.commit": git_commit().removesuffix("-dirty"),
+                "schedsweep.git_commit": commit, "mlflow.source.git.commit": commit.removesuffix("-dirty"),
                 "schedsweep.tracking_uri": redact_uri(self.tracking_uri)}
         tags.update({f"schedsweep.version.{k}": v for k, v in package_versions().items()})
         if self.seeds is not None:
@@ -307,9 +308,28 @@ class MLflowSweepCallback(Callback):
                                         ended=t.status in ("TERMINATED", "ERROR")) for t in trials]
         self.client.log_text(self.sweep_run_id, leaderboard(outcomes, title=f"Sweep {self.sweep_name}"),
                              "leaderboard.txt")
+        self._guard("plotting the best schedules", self._log_top_plot, trials, outcomes)
         # Trials still pending or running mean Tune was interrupted: the sweep is not done.
         done = all(t.status in ("TERMINATED", "ERROR") for t in trials)
         self.client.set_terminated(self.sweep_run_id, status="FINISHED" if done else "KILLED")
+
+    def _log_top_plot(self, trials: list, outcomes: list[GroupOutcome], top: int = 6) -> None:
+        """The best finished groups' schedules on one plot (``schedules_top.png`` on the sweep run)."""
+        from search_spaces import schedule_from_dict
+        from sweep.schedule_plot import plot_schedules
+
+        configs = {str(t.trial_id): t.config for t in trials}
+        ranked = sorted(((st.mean, o) for o in outcomes if o.status == FINISHED and (st := o.stats()) is not None),
+                        key=lambda item: (item[0], item[1].group_id))[:top]
+        if not ranked:
+            return
+        named = {f"#{i} {o.label} {o.group_id} ({mean:.4f})": schedule_from_dict(dict(configs[o.group_id]["schedule"]))
+                 for i, (mean, o) in enumerate(ranked, start=1)}
+        total = self.total_steps or max(o.step for _, o in ranked)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "schedules_top.png"
+            plot_schedules(named, total, path)
+            self.client.log_artifact(self.sweep_run_id, str(path))
 
     # ---- group and seed runs --------------------------------------------------------------------
 
@@ -357,9 +377,6 @@ class MLflowSweepCallback(Callback):
                                 {TAG_LABEL: label, "schedsweep.sweep_run_id": self.sweep_run_id},
                                 {**common, "seed": seed})
         return group_run
-
-    def _start_group(self, trial: Any) -> None:
-        self._ensure_group(trial)
 
     def _log_metrics(self, run_id: str, values: Mapping[str, Any], names: Iterable[str], step: int,
                      tags: Mapping[str, str] | None = None) -> None:

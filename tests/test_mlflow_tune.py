@@ -137,7 +137,7 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch, capsys):
         assert sweep_run.data.tags["schedsweep.seeds"] == "0,1,2"
         assert sweep_run.data.tags["schedsweep.search_space"] == "fixture"
         artifacts = {a.path for a in client.list_artifacts(sweep_run.info.run_id)}
-        assert {"sweep_config.yaml", "leaderboard.txt"} <= artifacts
+        assert {"sweep_config.yaml", "leaderboard.txt", "schedules_top.png"} <= artifacts
         config_text = Path(client.download_artifacts(sweep_run.info.run_id, "sweep_config.yaml", str(tmp_path))).read_text()
         assert "trainer" in config_text and SECRET not in config_text
 
