@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import least_squares, nnls
 
 from search_spaces.errors import ConfigError
 
@@ -266,6 +266,7 @@ def infer_warmup_steps(lrs: np.ndarray) -> int:
 # Fit.
 
 _NAMES = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
+_LINEAR = ("L0", "A", "B")  # the law is linear in these for fixed alpha, C, beta, gamma
 
 
 def fit(
@@ -282,16 +283,21 @@ def fit(
 
     One run: `steps` (steps done, 1..T), `losses` (same length) and the run's full absolute `lrs` (T).
     Several runs: lists of those, one entry per run; `warmup_steps` an int for all or one per run.
-    `fixed` names parameters held at their value in `init` (e.g. the decay parameters when only a prefix
-    of a constant-LR stretch has been seen, where B, C, beta, gamma are not identifiable).
+    `fixed` names parameters held at their value in `init`. When no observed step comes after an LR
+    decrease, B, C, beta, gamma cannot be identified and are held at `init` (or at the middle paper preset
+    moved to this peak LR) automatically.
 
-    Method: `scipy.optimize.least_squares` (trust-region reflective, bounded) on
-    ``[L0, log A, alpha, log B', log C', beta, gamma]`` where ``B' = B * eta_peak`` and
-    ``C' = C * eta_peak^(1 - gamma)`` are the dimensionless forms (so one set of bounds serves any peak LR).
-    Huber loss with scale `f_scale` nats: the seed noise (~0.0015) stays in the quadratic zone, loss
-    spikes do not drag the fit. Robust initialisation: a start from `init` (when given) and from each
-    paper preset rescaled to this peak LR, with L0 and A of each start solved by linear least squares for
-    its alpha; the fit with the lowest cost wins.
+    Method, in two stages, both `scipy.optimize.least_squares` (trust-region reflective, bounded):
+    1. Initialisation by variable projection. L0, A and B enter linearly, so for given (alpha, C, beta,
+       gamma) they are solved exactly by non-negative least squares, and only those four are searched,
+       from `init`, from a paper preset moved to this peak LR and from a start unlike the paper's fits;
+       the lowest residual wins.
+    2. Polish of all free parameters from there on ``[L0, log A, alpha, log B', log C', beta, gamma]``
+       (``B' = B * eta_peak``, ``C' = C * eta_peak^(1 - gamma)``: dimensionless, so one set of bounds serves
+       any peak LR) with a Huber loss of scale `f_scale` nats: the seed noise (~0.0015) stays in the
+       quadratic zone, loss spikes do not drag the fit.
+    The observed steps' (step, earlier LR change) pairs are laid out once, so each of the few hundred
+    evaluations costs one vectorised pass over them.
     """
     runs = _normalise_runs(steps, losses, lrs, warmup_steps)
     for name in fixed:
@@ -302,63 +308,47 @@ def fit(
     eta_peak = max(float(np.max(r[2])) for r in runs)
     if eta_peak <= 0:
         raise ConfigError("lrs", "all learning rates are zero; nothing to fit")
-    y = np.concatenate([r[1] for r in runs])
+    obs = _Observations(runs)
+    fixed = tuple(fixed)
+    if not obs.has_decay and not set(fixed) >= {"B", "C", "beta", "gamma"}:
+        # Only warmup / constant LR seen: B, C, beta, gamma move no residual. Hold them at the prior rather
+        # than let the optimiser wander along flat directions.
+        fixed = tuple(sorted(set(fixed) | {"B", "C", "beta", "gamma"}))
+        if init is None:
+            init = _moved_preset(LAW_PRESETS["mpl_100m"], eta_peak)
+    y_max = float(np.max(obs.y))
+    space = _Space(eta_peak, y_max)
+
+    starts = [init] if init is not None else []
+    if not fixed:
+        # The three paper fits have nearly the same alpha, C, beta, gamma: one of them, plus a start far from
+        # them (flatter power law, sharper and less LR-sensitive drop) in case this run is unlike them.
+        typical = _moved_preset(LAW_PRESETS["mpl_100m"], eta_peak)
+        unusual = MultiPowerLaw(**{**typical.to_dict(), "alpha": 0.25, "beta": 1.2, "gamma": 0.3})
+        starts = [_varpro(obs, space, starts + [typical, unusual])]
+    elif init is not None and not set(fixed) & set(_LINEAR):
+        # Held nonlinear parameters: L0, A (and B) still have an exact starting point.
+        starts = [obs.solve_linear(init)[0]]
     free = [i for i, n in enumerate(_NAMES) if n not in fixed]
-
-    def to_theta(law: MultiPowerLaw) -> np.ndarray:
-        return np.array([
-            law.L0, math.log(max(law.A, 1e-12)), law.alpha, math.log(max(law.B * eta_peak, 1e-12)),
-            math.log(law.C * eta_peak ** (1.0 - law.gamma)), law.beta, law.gamma,
-        ])
-
-    def to_law(theta: np.ndarray) -> MultiPowerLaw:
-        L0, logA, alpha, logBp, logCp, beta, gamma = (float(v) for v in theta)
-        values = dict(
-            L0=L0, A=math.exp(logA), alpha=alpha, B=math.exp(logBp) / eta_peak,
-            C=math.exp(logCp) / eta_peak ** (1.0 - gamma), beta=beta, gamma=gamma,
-        )
-        # Fixed parameters come back bit-for-bit (the log round trip would perturb them in the last digit).
-        values.update({name: getattr(init, name) for name in fixed})
-        return MultiPowerLaw(**values)
-
-    y_max = float(np.max(y))
-    lower = np.array([0.0, math.log(1e-6), 0.01, math.log(1e-8), math.log(1e-6), 0.01, 0.0])
-    upper = np.array([y_max, math.log(1e4), 3.0, math.log(10.0), math.log(1e8), 3.0, 2.0])
 
     def residuals(theta_free: np.ndarray, base: np.ndarray) -> np.ndarray:
         theta = base.copy()
         theta[free] = theta_free
-        law = to_law(theta)
-        pred = np.concatenate([law.loss_curve(lr, w, steps=s) for s, _, lr, w in runs])
-        return pred - y
+        return obs.predict(space.to_law(theta, init, fixed)) - obs.y
 
-    if not fixed and not _decay_observed(runs):
-        # Only warmup / constant LR seen: B, C, beta, gamma have no effect on any residual, so the data
-        # cannot move them. Keep them at the prior (init, or the middle paper preset moved to this peak LR)
-        # rather than let the optimiser wander along a flat direction.
-        fixed = ("B", "C", "beta", "gamma")
-        if init is None:
-            init = _preset_starts(runs, eta_peak)[1]
-        free = [i for i, n in enumerate(_NAMES) if n not in fixed]
-    starts = ([init] if init is not None else []) + ([] if fixed else _preset_starts(runs, eta_peak))
-    # A start whose fit leaves an RMS residual this small has found the curve (seed noise is ~1e-3): the
-    # other starts could only tie, so skip them.
-    good_enough = 0.5 * len(y) * 1e-5 ** 2
     best: tuple[float, np.ndarray] | None = None
     for start in starts:
-        if best is not None and best[0] < good_enough:
-            break
-        base = np.clip(to_theta(start), lower + 1e-9, upper - 1e-9)
+        base = space.clip(space.to_theta(start))
         res = least_squares(
-            residuals, base[free], args=(base,), bounds=(lower[free], upper[free]),
-            loss="huber", f_scale=f_scale, x_scale="jac", max_nfev=400,
+            residuals, base[free], args=(base,), bounds=(space.lower[free], space.upper[free]),
+            loss="huber", f_scale=f_scale, x_scale="jac", max_nfev=200,
         )
         if best is None or res.cost < best[0]:
             theta = base.copy()
             theta[free] = res.x
             best = (float(res.cost), theta)
     assert best is not None
-    return to_law(best[1])
+    return space.to_law(best[1], init, fixed)
 
 
 def predict_final_loss(
@@ -376,37 +366,121 @@ def predict_final_loss(
     return fit(steps, losses, lrs, w, init=prior).final_loss(lrs, w)
 
 
-def _decay_observed(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]) -> bool:
-    """Whether any observed step comes after a post-warmup LR change (else LD is zero at every point)."""
-    for steps, _, lrs, w in runs:
-        post = lrs[w:]
-        changes = np.flatnonzero(post[1:] != post[:-1]) + 1  # post-warmup index of each change
-        if len(changes) and int(np.max(steps)) - 1 - w >= int(changes[0]):
-            return True
-    return False
+class _Space:
+    """The fit's coordinates: ``[L0, log A, alpha, log B', log C', beta, gamma]`` and their bounds."""
+
+    def __init__(self, eta_peak: float, y_max: float):
+        self.eta_peak = eta_peak
+        self.lower = np.array([0.0, math.log(1e-6), 0.01, math.log(1e-8), math.log(1e-6), 0.01, 0.0])
+        self.upper = np.array([y_max, math.log(1e4), 3.0, math.log(10.0), math.log(1e8), 3.0, 2.0])
+
+    def clip(self, theta: np.ndarray) -> np.ndarray:
+        return np.clip(theta, self.lower + 1e-9, self.upper - 1e-9)
+
+    def to_theta(self, law: MultiPowerLaw) -> np.ndarray:
+        e = self.eta_peak
+        return np.array([
+            law.L0, math.log(max(law.A, 1e-12)), law.alpha, math.log(max(law.B * e, 1e-12)),
+            math.log(law.C * e ** (1.0 - law.gamma)), law.beta, law.gamma,
+        ])
+
+    def to_law(self, theta: np.ndarray, init: MultiPowerLaw | None = None, fixed: Sequence[str] = ()) -> MultiPowerLaw:
+        L0, logA, alpha, logBp, logCp, beta, gamma = (float(v) for v in theta)
+        e = self.eta_peak
+        values = dict(L0=L0, A=math.exp(logA), alpha=alpha, B=math.exp(logBp) / e,
+                      C=math.exp(logCp) / e ** (1.0 - gamma), beta=beta, gamma=gamma)
+        # Fixed parameters come back bit-for-bit (the log round trip would perturb them in the last digit).
+        values.update({name: getattr(init, name) for name in fixed})
+        return MultiPowerLaw(**values)
 
 
-def _preset_starts(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]], eta_peak: float) -> list[MultiPowerLaw]:
-    """Each paper preset moved to this peak LR, with L0 and A re-solved linearly for the data."""
-    starts = []
-    for law in LAW_PRESETS.values():
-        ratio = PRESET_PEAK_LR / eta_peak
-        moved = MultiPowerLaw(
-            L0=law.L0, A=law.A, alpha=law.alpha, B=law.B * ratio,
-            C=law.C * ratio ** (1.0 - law.gamma), beta=law.beta, gamma=law.gamma,
-        )
-        # With alpha, B, C, beta, gamma fixed the law is linear in (L0, A): solve that exactly.
-        unit = MultiPowerLaw(L0=0.0, A=1.0, alpha=moved.alpha, B=moved.B, C=moved.C, beta=moved.beta, gamma=moved.gamma)
-        no_drop = MultiPowerLaw(L0=0.0, A=1.0, alpha=moved.alpha, B=0.0, C=1.0, beta=1.0, gamma=0.0)
-        power = np.concatenate([no_drop.loss_curve(lr, w, steps=s) for s, _, lr, w in runs])
-        drop = power - np.concatenate([unit.loss_curve(lr, w, steps=s) for s, _, lr, w in runs])
-        y = np.concatenate([r[1] for r in runs]) + drop
-        X = np.stack([np.ones_like(power), power], axis=1)
-        (L0, A), *_ = np.linalg.lstsq(X, y, rcond=None)
-        L0 = float(min(max(L0, 0.0), float(np.max(y))))
-        starts.append(MultiPowerLaw(L0=L0, A=float(max(A, 1e-3)), alpha=moved.alpha, B=moved.B, C=moved.C,
-                                    beta=moved.beta, gamma=moved.gamma))
-    return starts
+class _Observations:
+    """The observed points of all runs, laid out for fast repeated evaluation of the law during a fit.
+
+    Per point: the LR sum so far (power term) and, for points after warmup, one entry per earlier LR change
+    k <= t holding S_k(t), log eta_k and d_k, flattened; LD is then a bincount over those entries.
+    """
+
+    def __init__(self, runs: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]):
+        self.y = np.concatenate([r[1] for r in runs])
+        totals, rows, S, log_eta, d_pairs = [], [], [], [], []
+        offset = 0
+        for steps, _, lrs, w in runs:
+            idx = steps - 1
+            totals.append(np.maximum(np.cumsum(lrs)[idx], np.finfo(np.float64).tiny))
+            post = lrs[w:]
+            d = np.concatenate([[0.0], post[:-1] - post[1:]])
+            k = np.flatnonzero(d)
+            P = np.cumsum(post)
+            for j in np.flatnonzero(idx >= w):
+                ks = k[: np.searchsorted(k, idx[j] - w, side="right")]
+                rows.append(np.full(len(ks), offset + j))
+                S.append(P[idx[j] - w] - P[ks] + post[ks])
+                log_eta.append(np.log(np.maximum(post[ks], _ETA_FLOOR)))
+                d_pairs.append(d[ks])
+            offset += len(idx)
+        self.total = np.concatenate(totals)
+        cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+        self.rows, self.S = cat(rows, np.int64), cat(S, np.float64)
+        self.log_eta, self.d = cat(log_eta, np.float64), cat(d_pairs, np.float64)
+        self.has_decay = bool(np.any(self.d > 0))
+
+    def drop_sum(self, C: float, beta: float, gamma: float) -> np.ndarray:
+        """sum_k d_k G(eta_k^(-gamma) S_k(t)) at every point (LD / B)."""
+        if len(self.d) == 0:
+            return np.zeros(len(self.y))
+        x = self.S * np.exp(math.log(C) - gamma * self.log_eta)
+        g = -np.expm1(-beta * np.log1p(x))
+        return np.bincount(self.rows, weights=self.d * g, minlength=len(self.y))
+
+    def predict(self, law: MultiPowerLaw) -> np.ndarray:
+        return law.L0 + law.A * self.total ** (-law.alpha) - law.B * self.drop_sum(law.C, law.beta, law.gamma)
+
+    def solve_linear(self, law: MultiPowerLaw) -> tuple[MultiPowerLaw, np.ndarray]:
+        """`law` with L0, A, B replaced by their non-negative least-squares values, and its prediction."""
+        X = np.stack([np.ones_like(self.total), self.total ** (-law.alpha), -self.drop_sum(law.C, law.beta, law.gamma)], axis=1)
+        scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # equilibrate columns (B's is ~1e-4 in LR units)
+        coef, _ = nnls(X / scale, self.y)
+        L0, A, B = coef / scale
+        return MultiPowerLaw(**{**law.to_dict(), "L0": float(L0), "A": float(A), "B": float(B)}), X @ (coef / scale)
+
+
+def _varpro(obs: _Observations, space: _Space, starts: list[MultiPowerLaw]) -> MultiPowerLaw:
+    """Search (alpha, log C', beta, gamma) with L0, A, B solved exactly at every point; best start wins."""
+    nonlinear = [2, 4, 5, 6]  # alpha, log C', beta, gamma in the fit coordinates
+
+    def law_at(v: np.ndarray) -> tuple[MultiPowerLaw, np.ndarray]:
+        theta = space.to_theta(starts[0])
+        theta[nonlinear] = v
+        theta[[1, 3]] = 0.0  # A, B placeholders: solve_linear replaces them
+        return obs.solve_linear(space.to_law(theta))
+
+    def residuals(v: np.ndarray) -> np.ndarray:
+        return law_at(v)[1] - obs.y
+
+    # An RMS residual this small means the curve has been found (seed noise is ~1e-3): skip other starts.
+    good_enough = 0.5 * len(obs.y) * 1e-5**2
+    best: tuple[float, MultiPowerLaw] | None = None
+    for start in starts:
+        if best is not None and best[0] < good_enough:
+            break
+        v0 = space.clip(space.to_theta(start))[nonlinear]
+        res = least_squares(residuals, v0, bounds=(space.lower[nonlinear], space.upper[nonlinear]),
+                            x_scale="jac", max_nfev=100)
+        if best is None or res.cost < best[0]:
+            best = (float(res.cost), law_at(res.x)[0])
+    assert best is not None
+    law = best[1]
+    # Keep the linear parameters inside the polish's bounds (A or B may have come out exactly 0).
+    return MultiPowerLaw(**{**law.to_dict(), "L0": min(law.L0, space.upper[0]), "A": max(law.A, 1e-6),
+                            "B": max(law.B, 1e-8 / space.eta_peak)})
+
+
+def _moved_preset(law: MultiPowerLaw, eta_peak: float) -> MultiPowerLaw:
+    """A preset moved to peak LR `eta_peak`: B and C rescaled so the dimensionless B', C' are unchanged."""
+    ratio = PRESET_PEAK_LR / eta_peak
+    return MultiPowerLaw(L0=law.L0, A=law.A, alpha=law.alpha, B=law.B * ratio,
+                         C=law.C * ratio ** (1.0 - law.gamma), beta=law.beta, gamma=law.gamma)
 
 
 # ---------------------------------------------------------------------------------------------------------
