@@ -2,11 +2,17 @@
 
 `run_sweep(cfg, mode)` is what `sweep run` and `sweep resume` call. Layout of a sweep in its storage:
 
-    <storage>/<name>/            Tune's experiment folder (tuner.pkl, experiment and searcher state)
+    <storage>/<name>/
         sweep.yaml               the validated sweep config (what `sweep resume NAME` reads back)
         asha_state.json          ASHA's rungs (stock Ray does not restore them)
         train/<trial>-seed<k>/   each seed run's Ray Train run and checkpoints
         mlflow.db                the default MLflow store
+        tune/                    Tune's experiment folder (tuner.pkl, experiment and searcher state, trials)
+
+Tune's folder is a subfolder on purpose: on restore Tune copies every .json/.pkl file under its experiment
+folder into a driver staging folder and from then on uploads that staging copy over the experiment folder at
+every experiment checkpoint. Files of ours inside it (ASHA's rungs, Train V2's checkpoint-manager snapshots)
+would be overwritten with their stale pre-restore copies.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ SWEEP_FILE = "sweep.yaml"
 ASHA_FILE = "asha_state.json"
 # Tune's own experiment-state file: its presence means a sweep of this name was started here.
 TUNER_FILE = "tuner.pkl"
+TUNE_DIR = "tune"
 
 # Defaults that make small sweeps responsive; a user's environment wins.
 _ENV_DEFAULTS = {
@@ -137,7 +144,7 @@ def trial_fixed_config(cfg: SweepConfig, scratch_dir: str | None = None) -> dict
 def sweep_exists(storage_path: str, name: str) -> bool:
     """Whether `<storage>/<name>` holds a started sweep."""
     base = storage.join(storage_path, name)
-    return storage.exists(storage.join(base, TUNER_FILE)) or storage.exists(storage.join(base, SWEEP_FILE))
+    return storage.exists(storage.join(base, TUNE_DIR, TUNER_FILE)) or storage.exists(storage.join(base, SWEEP_FILE))
 
 
 def load_saved_config(storage_path: str, name: str) -> SweepConfig:
@@ -210,7 +217,7 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
             max_concurrent_trials=max_concurrent,
         ),
         run_config=tune.RunConfig(
-            name=cfg.name, storage_path=cfg.storage, callbacks=_callbacks(cfg), verbose=0,
+            name=TUNE_DIR, storage_path=cfg.sweep_dir, callbacks=_callbacks(cfg), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
@@ -221,7 +228,8 @@ def restore_tuner(cfg: SweepConfig):
     from ray import tune
 
     return tune.Tuner.restore(
-        cfg.sweep_dir, trainable=_trainable(cfg), resume_unfinished=True, resume_errored=True,
+        storage.join(cfg.sweep_dir, TUNE_DIR), trainable=_trainable(cfg), resume_unfinished=True,
+        resume_errored=True,
     )
 
 
@@ -248,7 +256,7 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
     max_concurrent = concurrency(cfg, ray.cluster_resources())
     if mode == "overwrite" and exists:
         storage.remove_tree(cfg.sweep_dir)
-    if mode == "resume" and storage.exists(storage.join(cfg.sweep_dir, TUNER_FILE)):
+    if mode == "resume" and storage.exists(storage.join(cfg.sweep_dir, TUNE_DIR, TUNER_FILE)):
         tuner = restore_tuner(cfg)
     else:
         if not is_remote(cfg.storage):

@@ -1,7 +1,9 @@
 """Kill the sweep driver mid-sweep, `sweep resume`, and check that nothing was lost or duplicated.
 
 Real Ray, real DDP (2 gloo workers per seed run), real Optuna (sqlite, so the study can be read here) and
-ASHA. The driver is SIGKILLed once the second group (the first TPE shape) has written a checkpoint.
+ASHA. The driver is SIGKILLed once the first group (the baseline) has written a checkpoint; the resumed sweep
+must finish that group from its checkpoints, not emit the baseline again, and ask Optuna for exactly the
+budgeted shapes.
 """
 
 from __future__ import annotations
@@ -67,16 +69,17 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline:
             runs = checkpointed_runs(sweep_dir / "train")
-            if len(runs) >= 2 and sorted(runs.values())[0] < 120:  # a second group is mid-way
+            # The baseline group runs first and ASHA never stops the first group: kill it mid-way.
+            if runs and min(runs.values()) < 120:
                 break
             assert driver.poll() is None, (tmp_path / "first.log").read_text()[-5000:]
             time.sleep(0.2)
         else:
-            pytest.fail("no second group checkpointed in time")
+            pytest.fail("no group checkpointed in time")
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
     finally:
-        time.sleep(3)
+        time.sleep(1)
         try:
             os.killpg(driver.pid, signal.SIGKILL)  # leftover Ray processes of this session
         except ProcessLookupError:
@@ -89,7 +92,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
                           timeout=600, start_new_session=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
-    trials = read_trials(sweep_dir)
+    trials = read_trials(sweep_dir / "tune")
     ids = [t["id"] for t in trials]
     assert len(trials) == 3 and len(set(ids)) == 3  # baseline + budget 2, each once
     assert [t["config"]["baseline"] for t in trials].count("constant") == 1
@@ -97,12 +100,12 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
         check_group_results(t["results"], [0, 1])  # steps increase across the restore too
 
     # The group interrupted mid-way continued from its checkpoints, not from step 0.
-    interrupted = [t for t in trials if t["id"] in before and before[t["id"]] < 120]
-    assert interrupted, before
+    interrupted = [t for t in trials if t["id"] in before]
+    assert len(interrupted) == 1 and interrupted[0]["config"]["baseline"] == "constant", before
     for t in interrupted:
-        runs = split_runs(t["results"])
-        assert len(runs) == 2, [r["step"] for r in t["results"]]
-        assert runs[1][0]["step"] > 20, (runs[0][-1]["step"], runs[1][0]["step"])
+        # Results from before the kill may or may not have reached result.json; the resumed run's are last.
+        resumed = split_runs(t["results"])[-1]
+        assert resumed[0]["step"] > 20, [r["step"] for r in t["results"]]  # 20 = the first eval step
 
     # Optuna: one trial per TPE group, none left RUNNING, the truth about each.
     study = optuna.load_study(study_name="resumable", storage=d["optuna"]["storage"])

@@ -143,13 +143,13 @@ def ckpt_steps(train_dir: Path) -> list[int]:
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_sweep_groups_stop_as_one_and_optuna_sees_complete_only_for_finished(tmp_path: Path) -> None:
-    d = tiny_sweep(tmp_path, name="groups", budget=3)
+    d = tiny_sweep(tmp_path, name="groups", budget=2)
     # Long enough after the first rungs (steps 4, 8) that a stopped group's seed runs would visibly carry on
     # if stopping the group did not end them.
     d["trainer"]["horizon"] = {"steps": 40}
     # A mediocre baseline, and a space of one excellent and one poor shape: ASHA (median rule at steps 4, 8)
     # lets the excellent shape run to the end and stops the poor one. TPE's seeded startup draws
-    # [0.95, 0.0, 0.95] for warmup_frac.
+    # [0.95, 0.0] for warmup_frac.
     d["baselines"] = [{"preset": "constant", "warmup_frac": 0.5}]
     d["search_space"] = {"warmup_frac": {"choices": [0.0, 0.95]}, "hold_frac": 1.0, "shape": "cosine", "floor": 0.1}
     path = tmp_path / "groups.yaml"
@@ -161,15 +161,15 @@ def test_sweep_groups_stop_as_one_and_optuna_sees_complete_only_for_finished(tmp
     assert "sweep folder" in proc.stdout and "mlflow ui" in proc.stdout
 
     sweep_dir = tmp_path / "sweeps" / "groups"
-    trials = read_trials(sweep_dir)
-    assert len(trials) == 4
+    trials = read_trials(sweep_dir / "tune")
+    assert len(trials) == 3
     assert trials[0]["config"]["baseline"] == "constant" and trials[0]["config"]["seeds"] == [0, 1]
     for t in trials:
         check_group_results(t["results"], [0, 1])
     searched = [t for t in trials if t["config"]["baseline"] is None]
     study = optuna.load_study(study_name="groups", storage=d["optuna"]["storage"])
     ot = sorted(study.get_trials(), key=lambda t: t.number)
-    assert len(ot) == len(searched) == 3  # the baseline is not an Optuna trial; no duplicates
+    assert len(ot) == len(searched) == 2  # the baseline is not an Optuna trial; no duplicates
     pruned = finished = 0
     for t, o in zip(searched, ot):
         last = t["results"][-1]

@@ -132,8 +132,8 @@ def test_cli_unreadable_config_and_missing_resume(tmp_path: Path, capsys) -> Non
 
 def test_run_refuses_an_existing_sweep_name(tmp_path: Path, capsys) -> None:
     d = base(tmp_path)
-    (tmp_path / "store" / "cfgtest").mkdir(parents=True)
-    (tmp_path / "store" / "cfgtest" / "tuner.pkl").write_bytes(b"x")
+    (tmp_path / "store" / "cfgtest" / "tune").mkdir(parents=True)
+    (tmp_path / "store" / "cfgtest" / "tune" / "tuner.pkl").write_bytes(b"x")
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(d))
     assert main(["run", str(path)]) == 2
