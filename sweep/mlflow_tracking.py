@@ -21,7 +21,7 @@ Resume: runs are found by their tags (sweep, group, seed), never recreated; the 
 kept in a tag written in the same batch, so results replayed after a restore are not logged twice and
 MLflow steps simply continue. Credentials come only from the environment (MLflow reads
 MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN itself); secret-looking config keys and passwords in URIs
-are never logged.
+are never logged (`sweep.mlflow_params`).
 """
 
 from __future__ import annotations
@@ -29,21 +29,19 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import subprocess
 import tempfile
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from sweep.mlflow_params import (MAX_PARAM_CHARS, flatten, git_commit, loggable_params, package_versions,
+                                  redact_config, redact_uri)
 from sweep.progress import (DIVERGED, ERROR, FINISHED, PRUNED, RUNNING, GroupOutcome, group_label, leaderboard,
                             outcome_from_result)
 
@@ -64,61 +62,13 @@ KIND_SWEEP, KIND_GROUP, KIND_SEED = "sweep", "group", "seed"
 
 SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu")
 GROUP_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "lr_multiplier", "tokens_per_s", "mfu", "tokens")
-PACKAGES = ("torch", "ray", "optuna", "mlflow", "schedsweep")
 
 # MLflow terminal run states for each group state.
 # STOPPED: a seed that was fine but ended because another seed of its group diverged.
 STOPPED = "stopped"
 _RUN_STATE = {FINISHED: "FINISHED", PRUNED: "KILLED", DIVERGED: "FAILED", ERROR: "FAILED", RUNNING: "KILLED",
               STOPPED: "KILLED"}
-_SECRET_KEY = re.compile(r"password|passwd|secret|token|credential|api[_-]?key", re.IGNORECASE)
-_MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def redact_uri(value: str) -> str:
-    """Drop the ``user:password@`` part of a URI; other strings pass unchanged."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return value
-    if parts.scheme and "@" in parts.netloc:
-        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-    return value
-
-
-def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
-    """The config as MLflow params: flat keys, secrets dropped, URIs without userinfo, long values cut."""
-    params = {}
-    for key, value in flatten(config).items():
-        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
-            continue
-        text = redact_uri(value) if isinstance(value, str) else str(value)
-        params[key] = text[:_MAX_PARAM_CHARS]
-    return params
-
-
-def _redact_config(config: Any) -> Any:
-    """The same config with secret-looking keys removed and URIs redacted (for the YAML artifact)."""
-    if isinstance(config, Mapping):
-        return {k: _redact_config(v) for k, v in config.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(config, list):
-        return [_redact_config(v) for v in config]
-    if isinstance(config, str):
-        return redact_uri(config)
-    return config
 
 
 def schedule_params(schedule_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,31 +76,6 @@ def schedule_params(schedule_dict: Mapping[str, Any]) -> dict[str, Any]:
     from search_spaces import schedule_from_dict  # imported late: keeps this module importable alone
 
     return dict(schedule_from_dict(dict(schedule_dict)).flat_params())
-
-
-def git_commit(repo_dir: Path | None = None) -> str:
-    """The checkout's HEAD commit (suffixed ``-dirty`` with uncommitted changes), or "unknown"."""
-    cwd = repo_dir or Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a result depends on."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def seed_status(group_status: str, reported: str | None) -> str:
@@ -288,7 +213,7 @@ class MLflowSweepCallback(Callback):
         params = [Param(k, v) for k, v in sorted(loggable_params(self.sweep_config).items())]
         for i in range(0, len(params), _BATCH_PARAMS):
             self.client.log_batch(self.sweep_run_id, params=params[i:i + _BATCH_PARAMS])
-        self.client.log_text(self.sweep_run_id, yaml.safe_dump(_redact_config(self.sweep_config), sort_keys=False),
+        self.client.log_text(self.sweep_run_id, yaml.safe_dump(redact_config(self.sweep_config), sort_keys=False),
                              "sweep_config.yaml")
 
     def _index_existing_runs(self) -> None:
@@ -347,7 +272,7 @@ class MLflowSweepCallback(Callback):
         if seed:
             all_tags[TAG_SEED] = seed
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
-        self.client.log_batch(run_id, params=[Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()])
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()])
         self._runs[key] = run_id
         return run_id
 

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.mlflow_tracking import (TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP, MLflowSweepCallback, groups_from_mlflow,
-                                   loggable_params, redact_uri)
+from sweep.mlflow_params import loggable_params, redact_uri
+from sweep.mlflow_tracking import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP, MLflowSweepCallback, groups_from_mlflow
 
 SCHEDULE = {"warmup_frac": 0.1, "hold_frac": 0.5, "shape": "cosine", "floor": 0.1}
 
