@@ -17,7 +17,8 @@ from sweep.seed_planner import DEFAULT_ALPHA, DEFAULT_POWER, MAX_SEEDS, plan_see
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plan-seeds", help="seeds needed for a paired comparison to detect an effect",
-        description=__doc__.split("\n\n")[0],
+        description="How many seeds a paired comparison (two-sided paired t-test) needs to detect an effect "
+                    "in final loss, from the exact noncentral-t power.",
     )
     parser.add_argument("--effect", type=float, required=True,
                         help="smallest difference in final loss worth detecting, in nats (e.g. 0.002)")
