@@ -10,13 +10,16 @@ import pytest
 
 from search_spaces import get_preset
 from search_spaces.errors import ConfigError
+from trainable.loss_drop import drop_by_pairs, drop_by_scan
 from trainable.loss_law import MultiPowerLaw, fit, get_law, infer_warmup_steps, list_laws, predict_final_loss
 
 PEAK = 1e-3
 T = 3000
 # A law unlike every preset (so the fit cannot just fall back on its own starting points), with B and C
 # scaled from paper-like values at LR 3e-4 to PEAK.
-TRUTH = MultiPowerLaw(L0=3.2, A=0.45, alpha=0.5, B=300 * 3e-4 / PEAK, C=2.5 * (3e-4 / PEAK) ** 0.4, beta=0.55, gamma=0.6)
+TRUTH = MultiPowerLaw(
+    L0=3.2, A=0.45, alpha=0.5, B=300 * 3e-4 / PEAK, C=2.5 * (3e-4 / PEAK) ** 0.4, beta=0.55, gamma=0.6,
+)
 
 
 def lrs_of(name: str, total: int = T, peak: float = PEAK) -> np.ndarray:
@@ -52,7 +55,7 @@ def test_matches_brute_force_formula_on_a_non_monotone_schedule():
     post = lrs[5:]
     d = np.concatenate([[0.0], post[:-1] - post[1:]])
     k, t = np.flatnonzero(d), np.arange(len(post))
-    np.testing.assert_allclose(TRUTH._loss_drop_scan(post, d, k, t), TRUTH._loss_drop_pairs(post, d, k, t), atol=1e-11)
+    np.testing.assert_allclose(drop_by_scan(TRUTH, post, d, k, t), drop_by_pairs(TRUTH, post, d, k, t), atol=1e-11)
 
 
 @pytest.mark.parametrize("beta", [0.02, 0.583, 2.5])
@@ -65,7 +68,7 @@ def test_fast_scan_equals_the_direct_pair_sum(name, beta):
     post = lrs[infer_warmup_steps(lrs):]
     d = np.concatenate([[0.0], post[:-1] - post[1:]])
     k, t = np.flatnonzero(d), np.arange(len(post))
-    direct, scan = law._loss_drop_pairs(post, d, k, t), law._loss_drop_scan(post, d, k, t)
+    direct, scan = drop_by_pairs(law, post, d, k, t), drop_by_scan(law, post, d, k, t)
     assert np.max(direct) > 1e-3  # there is a drop to get right
     np.testing.assert_allclose(scan, direct, rtol=0, atol=1e-10)
 

@@ -13,7 +13,9 @@ from search_spaces.errors import ConfigError
 from trainable.loss_law import get_law, infer_warmup_steps
 from trainable.simulator import SimulatorConfig, eval_steps, noiseless_final_loss, simulate
 
-CONTRACT_METRICS = {"step", "tokens", "lr", "lr_multiplier", "train_loss", "val_loss", "val_bpb", "tokens_per_s", "elapsed_s"}
+CONTRACT_METRICS = {
+    "step", "tokens", "lr", "lr_multiplier", "train_loss", "val_loss", "val_bpb", "tokens_per_s", "elapsed_s",
+}
 SMALL = dict(total_steps=2_000, eval_interval=300, peak_lr=1e-3, tokens_per_step=1024)
 TIMING = ("tokens_per_s", "elapsed_s")  # wall-clock metrics: the only ones allowed to differ between runs
 

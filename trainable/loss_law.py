@@ -17,7 +17,7 @@ post-warmup formula at the end of warmup.
 Cost: LD(t) sums over every earlier LR *change* (constant stretches cost nothing), so the definition costs
 O(len(steps) x changes): cheap at a few eval points, O(T^2 / 2) for a whole cosine curve. For that case we
 evaluate the identical quantity by a Laplace representation of G and a running sum over steps, O(T x ~100
-quadrature nodes), equal to the definition to ~1e-12 nats; `_loss_drop` picks the cheaper route. Measured
+quadrature nodes), equal to the definition to ~1e-12 nats (`trainable.loss_drop` has both routes). Measured
 (2 loaded CPU cores): whole 20k-step cosine curve ~0.2-0.4 s (the definition: ~7 s); 100 eval points of it
 ~0.05-0.15 s; final loss only, a few ms.
 """
@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from search_spaces.errors import ConfigError
+from trainable.loss_drop import ETA_FLOOR, loss_drop
 
 __all__ = [
     "LAW_PRESETS",
@@ -43,16 +44,6 @@ __all__ = [
     "list_laws",
     "predict_final_loss",
 ]
-
-# Pairs (eval step x LR change) per block of the direct sum: a few 8 MB temporaries, cache friendly.
-_BLOCK_PAIRS = 1_000_000
-# A zero LR would make eta^(-gamma) infinite; flooring it keeps G well defined (G -> 1 when steps follow,
-# G = 0 when nothing follows, which is the right limit: a decay only pays off through later steps).
-_ETA_FLOOR = 1e-30
-# Route choice and quadrature step of the O(T) scan (see MultiPowerLaw._loss_drop_scan).
-_SCAN_PAIRS_PER_STEP = 100
-_SCAN_H = 0.4
-
 
 @dataclass(frozen=True)
 class MultiPowerLaw:
@@ -104,7 +95,9 @@ class MultiPowerLaw:
         return asdict(self)
 
     # -----------------------------------------------------------------------------------------------------
-    def loss_curve(self, lrs: np.ndarray, warmup_steps: int, steps: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+    def loss_curve(
+        self, lrs: np.ndarray, warmup_steps: int, steps: Sequence[int] | np.ndarray | None = None,
+    ) -> np.ndarray:
         """Predicted loss after each step of a run with absolute learning rates `lrs` (one per step).
 
         Returns ``len(lrs)`` values (entry i = after i + 1 steps), or one value per entry of `steps`
@@ -121,106 +114,12 @@ class MultiPowerLaw:
         loss = self.L0 + self.A * total ** (-self.alpha)
         after = idx >= W
         if np.any(after) and self.B > 0:
-            loss[after] -= self._loss_drop(lrs[W:], idx[after] - W)
+            loss[after] -= loss_drop(self, lrs[W:], idx[after] - W)
         return loss
 
     def final_loss(self, lrs: np.ndarray, warmup_steps: int) -> float:
         """Predicted loss after the last step (O(T) per LR change, cheap)."""
         return float(self.loss_curve(lrs, warmup_steps, steps=[len(lrs)])[0])
-
-    def _loss_drop(self, post: np.ndarray, t_idx: np.ndarray) -> np.ndarray:
-        """LD at post-warmup indices `t_idx` (0-based: index j is the paper's t = j + 1)."""
-        # d[j] = eta_{j-1} - eta_j in 0-based post-warmup indices, with eta_{-1} := eta_0 (the peak).
-        d = np.empty_like(post)
-        d[0] = 0.0
-        d[1:] = post[:-1] - post[1:]
-        k = np.flatnonzero(d)  # only LR changes contribute; constant stretches cost nothing
-        if len(k) == 0:
-            return np.zeros(len(t_idx), dtype=np.float64)
-        # Pick the cheaper exact route: the direct pair sum costs one pow per (t, earlier change); the scan
-        # costs ~_SCAN_NODES exps per step plus a Python-level step (~a few hundred pair-equivalents).
-        pairs = int(np.searchsorted(k, t_idx, side="right").sum())
-        if pairs > _SCAN_PAIRS_PER_STEP * (int(t_idx.max()) + 1):
-            return self._loss_drop_scan(post, d, k, t_idx)
-        return self._loss_drop_pairs(post, d, k, t_idx)
-
-    def _loss_drop_pairs(self, post: np.ndarray, d: np.ndarray, k: np.ndarray, t_idx: np.ndarray) -> np.ndarray:
-        """The definition, summed over (t, change) pairs in blocks: O(len(t_idx) x changes)."""
-        out = np.zeros(len(t_idx), dtype=np.float64)
-        P = np.cumsum(post)
-        # S_k(t) = P[t] - P[k] + eta_k  (sum of eta over k..t inclusive, 0-based)
-        start_k = P[k] - post[k]
-        eta_scale = np.maximum(post[k], _ETA_FLOOR) ** (-self.gamma) * self.C
-        dk = d[k]
-        order = np.argsort(t_idx, kind="stable")
-        ts = t_idx[order]
-        rows = max(1, _BLOCK_PAIRS // len(k))
-        for lo in range(0, len(ts), rows):
-            tb = ts[lo:lo + rows]
-            # Changes after the largest t of this block never count: cut the columns (triangular saving).
-            ncols = int(np.searchsorted(k, tb[-1], side="right"))
-            if ncols == 0:
-                continue
-            S = P[tb][:, None] - start_k[None, :ncols]
-            x = S * eta_scale[None, :ncols]
-            g = 1.0 - np.exp(-self.beta * np.log1p(np.maximum(x, 0.0)))
-            g[k[None, :ncols] > tb[:, None]] = 0.0  # change k after t: not yet happened
-            out[order[lo:lo + rows]] = self.B * (g @ dk[:ncols])
-        return out
-
-    def _loss_drop_scan(self, post: np.ndarray, d: np.ndarray, k: np.ndarray, t_idx: np.ndarray) -> np.ndarray:
-        """The same sum in O(T x nodes) through a Laplace representation and a running sum.
-
-        With c_k = C eta_k^(-gamma) and a = 1/c_k + S_k(t):  (1 + c_k S_k(t))^(-beta) = c_k^(-beta) a^(-beta)
-        and a^(-beta) = 1/Gamma(beta) * integral_0^inf r^(beta-1) e^(-r a) dr. Since
-        e^(-r S_k(t)) = e^(-r eta_k) * prod_{tau=k+1..t} e^(-r eta_tau), the sum over k becomes, per
-        quadrature node r, a running sum H(t) = H(t-1) e^(-r eta_t) + [term of change t]: one pass over
-        the steps. The integral is a trapezoid rule in x = log r (error ~ exp(-pi^2 / h): ~1e-11 relative
-        at h = 0.4), over x where the integrand matters for the smallest and largest `a`; the nodes further
-        left sum in closed form (that infinite tail is what keeps small beta accurate).
-        """
-        from scipy.special import gamma as gamma_fn
-
-        beta = self.beta
-        c = self.C * np.maximum(post[k], _ETA_FLOOR) ** (-self.gamma)
-        a_min = float(np.min(1.0 / c + post[k]))
-        a_max = float(np.max(1.0 / c)) + float(np.sum(post))
-        x_lo = math.log(1e-8 / a_max)  # below: e^(-a r) = 1 - O(1e-8), the tail integrates in closed form
-        x_hi = math.log(40.0 / max(a_min, 1e-300))  # above: e^(-a r) < e^(-40) for every term
-        xs = np.arange(x_lo, x_hi + _SCAN_H, _SCAN_H)
-        r = np.exp(xs)
-        weights = _SCAN_H * np.exp(beta * xs) / gamma_fn(beta)  # r^beta dx (r^(beta-1) dr = r^beta dx)
-        # The trapezoid rule is spectrally accurate only over the whole line, so keep its nodes below x_lo
-        # too: there the integrand is e^(beta x) (1 - O(1e-8)), and those nodes sum as a geometric series.
-        tail = _SCAN_H * math.exp(beta * x_lo) * math.exp(-beta * _SCAN_H) / -math.expm1(-beta * _SCAN_H) / gamma_fn(beta)
-        coef = d[k] * c ** (-beta)  # d_k c_k^(-beta)
-        row_of_change = np.full(len(post), -1)
-        row_of_change[k] = np.arange(len(k))
-        wanted = np.zeros(len(post), dtype=bool)
-        wanted[t_idx] = True
-        last = int(t_idx.max())
-        F = np.zeros(len(post))
-        H = np.zeros(len(r))
-        chunk = max(1, _BLOCK_PAIRS // (4 * len(r)))  # bounded memory for the per-step factors
-        for lo in range(0, last + 1, chunk):
-            hi = min(lo + chunk, last + 1)
-            decay = np.exp(-np.outer(post[lo:hi], r))
-            ks = k[(k >= lo) & (k < hi)]
-            adds = coef[row_of_change[ks], None] * np.exp(-np.outer(1.0 / c[row_of_change[ks]] + post[ks], r))
-            add_row = dict(zip(ks.tolist(), range(len(ks))))
-            for t in range(lo, hi):
-                H *= decay[t - lo]
-                i = add_row.get(t)
-                if i is not None:
-                    H += adds[i]
-                if wanted[t]:
-                    F[t] = float(H @ weights)
-        # Sum of d_k c_k^(-beta) over changes so far, for the closed-form tail of every term.
-        tail_coef = np.zeros(len(post))
-        tail_coef[k] = coef
-        tail_sum = np.cumsum(tail_coef)
-        d_sum = np.cumsum(d)
-        return self.B * (d_sum[t_idx] - (F[t_idx] + tail * tail_sum[t_idx]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -416,7 +315,7 @@ class _Observations:
                 ks = k[: np.searchsorted(k, idx[j] - w, side="right")]
                 rows.append(np.full(len(ks), offset + j))
                 S.append(P[idx[j] - w] - P[ks] + post[ks])
-                log_eta.append(np.log(np.maximum(post[ks], _ETA_FLOOR)))
+                log_eta.append(np.log(np.maximum(post[ks], ETA_FLOOR)))
                 d_pairs.append(d[ks])
             offset += len(idx)
         self.total = np.concatenate(totals)
@@ -438,7 +337,8 @@ class _Observations:
 
     def solve_linear(self, law: MultiPowerLaw) -> tuple[MultiPowerLaw, np.ndarray]:
         """`law` with L0, A, B replaced by their non-negative least-squares values, and its prediction."""
-        X = np.stack([np.ones_like(self.total), self.total ** (-law.alpha), -self.drop_sum(law.C, law.beta, law.gamma)], axis=1)
+        drop = self.drop_sum(law.C, law.beta, law.gamma)
+        X = np.stack([np.ones_like(self.total), self.total ** (-law.alpha), -drop], axis=1)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # equilibrate columns (B's is ~1e-4 in LR units)
         coef, _ = nnls(X / scale, self.y)
         L0, A, B = coef / scale
@@ -513,7 +413,9 @@ def _step_indices(steps: Any, T: int, field: str = "steps") -> np.ndarray:
     return arr.astype(np.int64) - 1
 
 
-def _normalise_runs(steps: Any, losses: Any, lrs: Any, warmup_steps: Any) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+def _normalise_runs(
+    steps: Any, losses: Any, lrs: Any, warmup_steps: Any,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
     """(steps, losses, lrs, warmup) per run, validated, whether one run or a list of runs was given."""
     several = isinstance(lrs, (list, tuple)) and len(lrs) > 0 and np.ndim(lrs[0]) == 1
     if not several:

@@ -197,7 +197,9 @@ def _clean_losses(cfg: SimulatorConfig, lrs: np.ndarray, run: int) -> dict[int, 
     return _CURVES[key]
 
 
-def simulated_losses(cfg: SimulatorConfig, schedule: Schedule, seed: int, steps: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def simulated_losses(
+    cfg: SimulatorConfig, schedule: Schedule, seed: int, steps: list[int],
+) -> tuple[np.ndarray, np.ndarray]:
     """(val_loss, train_loss) of `seed` at report `steps` (eval steps of `cfg`), noise included."""
     _, lrs = _absolute_lrs(schedule, cfg)
     run = _run_key(lrs)

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "sqrt(2) x one group's seed std if seeds were independent")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"test level (default {DEFAULT_ALPHA})")
     parser.add_argument("--power", type=float, default=DEFAULT_POWER, help=f"target power (default {DEFAULT_POWER})")
-    parser.add_argument("--max-seeds", type=int, default=MAX_SEEDS, help=f"give up past this many (default {MAX_SEEDS})")
+    parser.add_argument("--max-seeds", type=int, default=MAX_SEEDS,
+                        help=f"give up past this many (default {MAX_SEEDS})")
     parser.set_defaults(func=run)
 
 
