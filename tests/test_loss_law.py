@@ -183,6 +183,16 @@ def test_prefix_without_any_decay_keeps_the_decay_prior_and_fits_the_power_law()
     assert fitted.final_loss(lrs[0], W[0]) == pytest.approx(TRUTH.final_loss(lrs[0], W[0]), abs=1e-5)
 
 
+def test_fit_skips_points_before_any_lr_was_applied():
+    lrs = lrs_of("wsd_sqrt")  # warmup from LR 0: after step 1 nothing has been learned yet
+    W = infer_warmup_steps(lrs)
+    steps = np.concatenate([[1], np.arange(30, T + 1, 30)])
+    losses = TRUTH.loss_curve(lrs, W, steps=steps)
+    losses[0] = 10.8  # what a real run reports there; the law says +infinity
+    fitted = fit(steps, losses, lrs, W, init=TRUTH)
+    assert fitted.final_loss(lrs, W) == pytest.approx(TRUTH.final_loss(lrs, W), abs=1e-6)
+
+
 def test_fit_refuses_bad_input():
     lr = lrs_of("constant")
     with pytest.raises(ConfigError) as err:

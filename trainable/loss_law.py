@@ -182,7 +182,8 @@ def fit(
 
     One run: `steps` (steps done, 1..T), `losses` (same length) and the run's full absolute `lrs` (T).
     Several runs: lists of those, one entry per run; `warmup_steps` an int for all or one per run.
-    `fixed` names parameters held at their value in `init`. When no observed step comes after an LR
+    Points whose LR sum so far is 0 (the first steps of a warmup from LR 0) are left out: the law has no
+    finite value there. `fixed` names parameters held at their value in `init`. When no observed step comes after an LR
     decrease, B, C, beta, gamma cannot be identified and are held at `init` (or at the middle paper preset
     moved to this peak LR) automatically.
 
@@ -432,7 +433,9 @@ def _normalise_runs(
         y = np.asarray(y, dtype=np.float64)
         if y.shape != idx.shape or not np.all(np.isfinite(y)):
             raise ConfigError(f"losses{where}", "expected finite losses, one per step")
-        runs.append((idx, y, lr, _check_warmup(w, len(lr), f"warmup_steps{where}")))
+        # Points before any LR has been applied (a warmup from LR 0) have no finite prediction: skip them.
+        seen = np.cumsum(lr)[idx - 1] > 0
+        runs.append((idx[seen], y[seen], lr, _check_warmup(w, len(lr), f"warmup_steps{where}")))
     if sum(len(r[1]) for r in runs) < 3:
         raise ConfigError("losses", "need at least 3 observed losses to fit")
     return runs
