@@ -289,6 +289,10 @@ def _parse_trainer(value: Any, path: str = "trainer") -> TrainConfig:
     ckpt = d.get("checkpoint")
     if isinstance(ckpt, dict) and ckpt.get("dir") is not None:
         raise ConfigError(f"{path}.checkpoint.dir", "is set by the sweep (checkpoints go to the sweep storage)")
+    data = d.get("data")
+    if isinstance(data, dict) and isinstance(data.get("dir"), str) and data["dir"] and "://" not in data["dir"]:
+        # Ray Train workers run in their own working folders: a relative data path must not depend on it.
+        d = {**d, "data": {**data, "dir": str(Path(data["dir"]).expanduser().resolve())}}
     try:
         return TrainConfig.from_dict(d)
     except ConfigError as err:

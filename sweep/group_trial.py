@@ -118,6 +118,10 @@ def group_trial(config: dict[str, Any]) -> None:
     while True:
         # Read `alive` before the get: if nobody was alive then and the queue is empty now, it is drained.
         alive = any(run.is_alive() for run in runs)
+        failed = next((run for run in runs if run.error is not None), None)
+        if failed is not None:
+            # One seed run failed: the group cannot complete, so fail now rather than after the others.
+            raise RuntimeError(f"seed {failed.seed} of trial {trial_id} failed: {failed.error!r}") from failed.error
         try:
             seed, metrics = queue.get(block=True, timeout=_POLL_S)
         except Empty:
@@ -131,8 +135,7 @@ def group_trial(config: dict[str, Any]) -> None:
             tune.report(agg.diverged_result())
             return
 
-    errors = [run for run in runs if run.error is not None]
-    if errors:
-        first = errors[0]
-        raise RuntimeError(f"seed {first.seed} of trial {trial_id} failed: {first.error!r}") from first.error
+    failed = next((run for run in runs if run.error is not None), None)
+    if failed is not None:
+        raise RuntimeError(f"seed {failed.seed} of trial {trial_id} failed: {failed.error!r}") from failed.error
     tune.report(agg.finish({run.seed: run.last_metrics() for run in runs}))

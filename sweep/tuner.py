@@ -49,6 +49,9 @@ def apply_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+_OWN_ADDRESS: str | None = None  # RAY_ADDRESS as set by init_ray for a local cluster it started
+
+
 def _free_port() -> int:
     """A TCP port the OS just reported free."""
     import socket
@@ -66,9 +69,12 @@ def init_ray() -> None:
     """
     import ray
 
+    global _OWN_ADDRESS
     if ray.is_initialized():
         return
     apply_env_defaults()
+    if os.environ.get("RAY_ADDRESS") == _OWN_ADDRESS:
+        os.environ.pop("RAY_ADDRESS")  # ours, from a local cluster that has since been shut down
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         return
@@ -81,7 +87,7 @@ def init_ray() -> None:
     port = _free_port()
     ip = ray.util.get_node_ip_address()
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    os.environ["RAY_ADDRESS"] = f"{ip}:{port}"
+    os.environ["RAY_ADDRESS"] = _OWN_ADDRESS = f"{ip}:{port}"
     ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
 
 
