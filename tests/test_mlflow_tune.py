@@ -33,6 +33,7 @@ from sweep.mlflow_tracking import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PAREN
 from sweep.progress import SweepProgress, groups_from_result_grid, leaderboard
 from servers import mlflow_server, pids_with_env, short_tmp
 from test_mlflow_fixture import DIVERGED_PENALTY, group_trainable, seed_val_loss
+from test_mlflow_layout import check_sweep_layout
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -294,3 +295,4 @@ def test_resume_after_driver_killed(local_ray, tmp_path):
         steps = [m.step for m in client.get_metric_history(srun.info.run_id, "val_loss")]
         assert steps == [10, 20, 30, 40]  # continued after 20, nothing logged twice, no restart at 1
     assert "schedsweep.resumed_at" in after["sweep"][0].data.tags
+    check_sweep_layout(tracking_uri, "resume-test", "resume", SEEDS, groups=[r.metrics["trial_id"] for r in grid])
