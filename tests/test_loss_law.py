@@ -174,6 +174,26 @@ def test_fit_from_a_prefix_predicts_the_final_loss_of_the_same_schedule():
     assert predict_final_loss(steps[0], losses[0], lrs[0]) == pytest.approx(TRUTH.final_loss(lrs[0], W[0]), abs=1e-5)
 
 
+def test_a_prior_rescues_an_early_noisy_prefix():
+    # A quarter of a cosine run, with seed noise: the data alone leave the shape parameters loose. An
+    # imperfect prior (as if fitted on other runs: every shape parameter off) pulled in gently fixes that.
+    rng = np.random.default_rng(2)
+    lrs = lrs_of("nanogpt_cosine")
+    W = infer_warmup_steps(lrs)
+    steps = np.arange(50, T // 4 + 1, 50)
+    truth_final = TRUTH.final_loss(lrs, W)
+    prior = MultiPowerLaw(**{**TRUTH.to_dict(), "L0": 3.1, "alpha": 0.55, "C": TRUTH.C * 1.5, "beta": 0.65})
+    errors = {0.0: [], 0.01: []}
+    for _ in range(3):
+        noisy = TRUTH.loss_curve(lrs, W, steps=steps) + rng.normal(0.0, 0.0015, len(steps))
+        for strength in errors:
+            predicted = predict_final_loss(steps, noisy, lrs, prior=prior, prior_strength=strength)
+            errors[strength].append(abs(predicted - truth_final))
+    assert abs(prior.final_loss(lrs, W) - truth_final) > 0.05  # the prior alone is far off
+    # Measured: ~0.02 with the prior, ~0.2 (one prefix off by 0.4) without: 25 % of a run is early.
+    assert np.mean(errors[0.01]) < 0.03 and np.mean(errors[0.0]) > 3 * np.mean(errors[0.01])
+
+
 def test_prefix_without_any_decay_keeps_the_decay_prior_and_fits_the_power_law():
     # The stable phase of WSD says nothing about B, C, beta, gamma: they come from init, the rest is fitted.
     steps, losses, lrs, W = _observe(TRUTH, ["wsd_sqrt"], until=0.6)
@@ -204,3 +224,9 @@ def test_fit_refuses_bad_input():
     with pytest.raises(ConfigError) as err:
         fit([10, 20, 30], [3.0, 2.9, 2.8], lr, 0, fixed=["B"])
     assert err.value.field == "init"
+    with pytest.raises(ConfigError) as err:
+        fit([10, 20, 30], [3.0, 2.9, 2.8], lr, 0, prior_strength=0.1)
+    assert err.value.field == "init"
+    with pytest.raises(ConfigError) as err:
+        fit([10, 20, 30], [3.0, 2.9, 2.8], lr, 0, init=TRUTH, prior_strength=-1.0)
+    assert err.value.field == "prior_strength"

@@ -166,6 +166,7 @@ def infer_warmup_steps(lrs: np.ndarray) -> int:
 
 _NAMES = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
 _LINEAR = ("L0", "A", "B")  # the law is linear in these for fixed alpha, C, beta, gamma
+_SHAPE = (2, 4, 5, 6)  # alpha, log C', beta, gamma: the nonlinear "shape" coordinates of the fit
 
 
 def fit(
@@ -177,13 +178,17 @@ def fit(
     *,
     fixed: Sequence[str] = (),
     f_scale: float = 0.02,
+    prior_strength: float = 0.0,
 ) -> MultiPowerLaw:
     """Fit a law to observed losses of one run or several runs (the paper fits three).
 
     One run: `steps` (steps done, 1..T), `losses` (same length) and the run's full absolute `lrs` (T).
     Several runs: lists of those, one entry per run; `warmup_steps` an int for all or one per run.
     Points whose LR sum so far is 0 (the first steps of a warmup from LR 0) are left out: the law has no
-    finite value there. `fixed` names parameters held at their value in `init`. When no observed step comes after an LR
+    finite value there. `fixed` names parameters held at their value in `init`. `prior_strength` > 0 pulls
+    the shape parameters (alpha, log C', beta, gamma; see below) towards `init`'s: each adds a residual
+    ``prior_strength * (value - init value)`` in nats, so 0.01 makes a 0.1 change in alpha cost as much as
+    one point missed by 0.001 nats. Useful for early prefixes, where the data alone leave them loose. When no observed step comes after an LR
     decrease, B, C, beta, gamma cannot be identified and are held at `init` (or at the middle paper preset
     moved to this peak LR) automatically.
 
@@ -205,6 +210,10 @@ def fit(
             raise ConfigError("fixed", f"unknown parameter {name!r} (allowed: {', '.join(_NAMES)})")
     if fixed and init is None:
         raise ConfigError("init", "fixed parameters need an init law to take their values from")
+    if not (isinstance(prior_strength, (int, float)) and math.isfinite(prior_strength) and prior_strength >= 0):
+        raise ConfigError("prior_strength", f"must be a finite number >= 0, got {prior_strength!r}")
+    if prior_strength > 0 and init is None:
+        raise ConfigError("init", "prior_strength needs an init law to pull towards")
     eta_peak = max(float(np.max(r[2])) for r in runs)
     if eta_peak <= 0:
         raise ConfigError("lrs", "all learning rates are zero; nothing to fit")
@@ -218,6 +227,13 @@ def fit(
             init = _moved_preset(LAW_PRESETS["mpl_100m"], eta_peak)
     y_max = float(np.max(obs.y))
     space = _Space(eta_peak, y_max)
+    shape = [i for i in _SHAPE if _NAMES[i] not in fixed]
+    anchor = space.to_theta(init)[shape] if init is not None else None
+
+    def penalty(theta: np.ndarray) -> np.ndarray:
+        if not prior_strength:
+            return np.zeros(0)
+        return prior_strength * (theta[shape] - anchor)
 
     starts = [init] if init is not None else []
     if not fixed:
@@ -225,7 +241,7 @@ def fit(
         # them (flatter power law, sharper and less LR-sensitive drop) in case this run is unlike them.
         typical = _moved_preset(LAW_PRESETS["mpl_100m"], eta_peak)
         unusual = MultiPowerLaw(**{**typical.to_dict(), "alpha": 0.25, "beta": 1.2, "gamma": 0.3})
-        starts = [_varpro(obs, space, starts + [typical, unusual])]
+        starts = [_varpro(obs, space, starts + [typical, unusual], penalty)]
     elif init is not None and not set(fixed) & set(_LINEAR):
         # Held nonlinear parameters: L0, A (and B) still have an exact starting point.
         starts = [obs.solve_linear(init)[0]]
@@ -234,7 +250,7 @@ def fit(
     def residuals(theta_free: np.ndarray, base: np.ndarray) -> np.ndarray:
         theta = base.copy()
         theta[free] = theta_free
-        return obs.predict(space.to_law(theta, init, fixed)) - obs.y
+        return np.concatenate([obs.predict(space.to_law(theta, init, fixed)) - obs.y, penalty(theta)])
 
     best: tuple[float, np.ndarray] | None = None
     for start in starts:
@@ -253,17 +269,18 @@ def fit(
 
 def predict_final_loss(
     steps: Sequence[int], losses: Sequence[float], lrs: np.ndarray, warmup_steps: int | None = None,
-    prior: MultiPowerLaw | None = None,
+    prior: MultiPowerLaw | None = None, prior_strength: float = 0.0,
 ) -> float:
     """Final loss of a run predicted from the losses seen so far (what a `predicted` rung metric reports).
 
     `lrs` is the run's *whole* absolute LR sequence (the schedule is known in advance), `steps`/`losses`
     the prefix observed. `warmup_steps` defaults to `infer_warmup_steps(lrs)`. `prior` seeds the fit and,
-    while no LR decay has been observed yet, supplies B, C, beta, gamma (see `fit`).
+    while no LR decay has been observed yet, supplies B, C, beta, gamma; `prior_strength` pulls the fit
+    towards it (see `fit`). A good prior is a law fitted to the sweep's finished baseline runs.
     """
     lrs = _check_lrs(lrs)
     w = infer_warmup_steps(lrs) if warmup_steps is None else warmup_steps
-    return fit(steps, losses, lrs, w, init=prior).final_loss(lrs, w)
+    return fit(steps, losses, lrs, w, init=prior, prior_strength=prior_strength).final_loss(lrs, w)
 
 
 class _Space:
@@ -346,9 +363,12 @@ class _Observations:
         return MultiPowerLaw(**{**law.to_dict(), "L0": float(L0), "A": float(A), "B": float(B)}), X @ (coef / scale)
 
 
-def _varpro(obs: _Observations, space: _Space, starts: list[MultiPowerLaw]) -> MultiPowerLaw:
-    """Search (alpha, log C', beta, gamma) with L0, A, B solved exactly at every point; best start wins."""
-    nonlinear = [2, 4, 5, 6]  # alpha, log C', beta, gamma in the fit coordinates
+def _varpro(obs: _Observations, space: _Space, starts: list[MultiPowerLaw], penalty) -> MultiPowerLaw:
+    """Search (alpha, log C', beta, gamma) with L0, A, B solved exactly at every point; best start wins.
+
+    `penalty(theta)` gives the prior residuals (empty without a prior); they join the data residuals.
+    """
+    nonlinear = list(_SHAPE)
 
     def law_at(v: np.ndarray) -> tuple[MultiPowerLaw, np.ndarray]:
         theta = space.to_theta(starts[0])
@@ -357,7 +377,9 @@ def _varpro(obs: _Observations, space: _Space, starts: list[MultiPowerLaw]) -> M
         return obs.solve_linear(space.to_law(theta))
 
     def residuals(v: np.ndarray) -> np.ndarray:
-        return law_at(v)[1] - obs.y
+        theta = space.to_theta(starts[0])
+        theta[nonlinear] = v
+        return np.concatenate([law_at(v)[1] - obs.y, penalty(theta)])
 
     # An RMS residual this small means the curve has been found (seed noise is ~1e-3): skip other starts.
     good_enough = 0.5 * len(obs.y) * 1e-5**2
