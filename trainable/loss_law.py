@@ -188,9 +188,9 @@ def fit(
     finite value there. `fixed` names parameters held at their value in `init`. `prior_strength` > 0 pulls
     the shape parameters (alpha, log C', beta, gamma; see below) towards `init`'s: each adds a residual
     ``prior_strength * (value - init value)`` in nats, so 0.01 makes a 0.1 change in alpha cost as much as
-    one point missed by 0.001 nats. Useful for early prefixes, where the data alone leave them loose. When no observed step comes after an LR
-    decrease, B, C, beta, gamma cannot be identified and are held at `init` (or at the middle paper preset
-    moved to this peak LR) automatically.
+    one point missed by 0.001 nats. Useful for early prefixes, where the data alone leave them loose.
+    When no observed step comes after an LR decrease, B, C, beta, gamma cannot be identified and are held
+    at `init` (or at the middle paper preset moved to this peak LR) automatically.
 
     Method, in two stages, both `scipy.optimize.least_squares` (trust-region reflective, bounded):
     1. Initialisation by variable projection. L0, A and B enter linearly, so for given (alpha, C, beta,
