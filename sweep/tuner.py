@@ -73,7 +73,7 @@ def init_ray() -> None:
     if ray.is_initialized():
         return
     apply_env_defaults()
-    if os.environ.get("RAY_ADDRESS") == _OWN_ADDRESS:
+    if _OWN_ADDRESS is not None and os.environ.get("RAY_ADDRESS") == _OWN_ADDRESS:
         os.environ.pop("RAY_ADDRESS")  # ours, from a local cluster that has since been shut down
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
