@@ -9,19 +9,21 @@ The head and the MLflow server are stopped afterwards, also on failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from servers import venv_bin, mlflow_server, ray_head
+from servers import mlflow_server, ray_head, venv_bin
 from sweep.mlflow_tracking import TAG_GROUP, TAG_STATUS, groups_from_mlflow
 from sweep.progress import leaderboard
 from test_mlflow_layout import check_sweep_layout
@@ -74,7 +76,12 @@ def _wait_for_job(head, job_id: str, timeout_s: float) -> str:
 
 
 def test_sweep_run_submitted_as_ray_job(tmp_path):
-    with mlflow_server(tmp_path / "mlflow") as uri, ray_head(tmp_path / "head") as head:
+    with contextlib.ExitStack() as servers:
+        # Both servers start at once (each takes 5-20 s here); the stack stops whichever came up, always.
+        with ThreadPoolExecutor(2) as pool:
+            started = [pool.submit(servers.enter_context, mlflow_server(tmp_path / "mlflow")),
+                       pool.submit(servers.enter_context, ray_head(tmp_path / "head"))]
+        uri, head = (f.result() for f in started)
         # One DDP-less worker per seed, so both groups (the baseline and one TPE shape) fit the 2-CPU head at
         # once: the job path is under test here, DDP has its own tests.
         cfg = tiny_sweep(tmp_path, name="jobsweep", budget=1, mlflow={"tracking_uri": uri, "experiment": "jobs"},
