@@ -267,8 +267,8 @@ class MLflowSweepCallback(Callback):
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, TAG_STATUS, RUNNING)
             return run_id
-        all_tags = {TAG_SWEEP: self.sweep_name, TAG_SWEEP_ID: self.sweep_id, TAG_KIND: kind, TAG_GROUP: group, TAG_PARENT: parent,
-                    TAG_STATUS: RUNNING, "mlflow.runName": name, **tags}
+        all_tags = {TAG_SWEEP: self.sweep_name, TAG_SWEEP_ID: self.sweep_id, TAG_KIND: kind, TAG_GROUP: group,
+                    TAG_PARENT: parent, TAG_STATUS: RUNNING, "mlflow.runName": name, **tags}
         if seed:
             all_tags[TAG_SEED] = seed
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
@@ -277,6 +277,8 @@ class MLflowSweepCallback(Callback):
         return run_id
 
     def _ensure_group(self, trial: Any) -> str:
+        if self.sweep_run_id is None:
+            self._setup()  # the store was unreachable at setup (non-strict): try again now
         group = str(trial.trial_id)
         key = (KIND_GROUP, group, "")
         if key in self._runs and group in self._group_schedules:
@@ -351,6 +353,8 @@ class MLflowSweepCallback(Callback):
         self.client.set_terminated(group_run, status=_RUN_STATE[outcome.status])
         # A plotting problem must not leave the run's end state unwritten, hence after it.
         self._guard(f"plotting the schedule of {group}", self._log_plot, group_run, group, outcome)
+        # Should Tune start this trial again (a retry after an error), its runs go back to RUNNING.
+        self._group_schedules.pop(group, None)
 
     def _log_plot(self, run_id: str, group: str, outcome: GroupOutcome) -> None:
         from search_spaces import schedule_from_dict

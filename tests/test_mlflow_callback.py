@@ -128,3 +128,26 @@ def test_config_params_drop_secrets_and_uri_passwords():
                       "trainer.lr": "0.001"}
     assert redact_uri("sqlite:///a/b.db") == "sqlite:///a/b.db"
     assert redact_uri("not a uri") == "not a uri"
+
+
+def test_group_retried_after_an_error_goes_back_to_running_then_finishes(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    cb = _callback(uri)
+    t = _trial("g1")
+    cb.on_trial_start(iteration=0, trials=[t], trial=t)
+    cb.on_trial_result(iteration=1, trials=[t], trial=t, result=_result(10))
+    failed = _trial("g1", status="ERROR", last=_result(10))
+    cb.on_trial_error(iteration=2, trials=[failed], trial=failed)
+    states = {r.data.tags[TAG_KIND]: (r.info.status, r.data.tags.get(TAG_STATUS)) for r in _runs(uri)}
+    assert states["group"] == ("FAILED", "error") and states["seed"] == ("FAILED", "error")
+
+    cb.on_trial_start(iteration=3, trials=[t], trial=t)  # Tune retries the trial
+    states = {r.data.tags[TAG_KIND]: (r.info.status, r.data.tags.get(TAG_STATUS)) for r in _runs(uri)}
+    assert states["group"] == ("RUNNING", "running") and states["seed"] == ("RUNNING", "running")
+    last = _result(20, status="finished")
+    cb.on_trial_result(iteration=4, trials=[t], trial=t, result=last)
+    done = _trial("g1", status="TERMINATED", last=last)
+    cb.on_trial_complete(iteration=5, trials=[done], trial=done)
+    runs = _runs(uri)
+    assert _kinds(runs) == {"sweep": 1, "group": 1, "seed": 2}
+    assert all(r.info.status == "FINISHED" for r in runs if r.data.tags[TAG_KIND] != "sweep")
