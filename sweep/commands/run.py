@@ -59,6 +59,12 @@ def execute(cfg: SweepConfig, mode: str) -> int:
     grid = run_sweep(cfg, mode)
     errors = [r for r in grid if r.error is not None]
     print(summary(cfg, len(grid), len(errors)), flush=True)
+    planned = len(cfg.baselines) + cfg.budget
+    if len(grid) < planned:
+        # Tune returns normally after Ctrl-C; fewer groups than planned means the sweep was cut short.
+        print(f"sweep {cfg.name!r} stopped after {len(grid)} of {planned} groups; "
+              f"continue it with: sweep resume {cfg.name} --storage {cfg.storage}", file=sys.stderr, flush=True)
+        return 130
     return 1 if errors else 0
 
 
