@@ -102,3 +102,12 @@ def test_cli_bad_input_exits_2_naming_the_option(argv, option, capsys):
 def test_cli_unreachable_target_exits_1(capsys):
     assert main(["plan-seeds", "--effect", "1e-6", "--std", "1", "--max-seeds", "30"]) == 1
     assert "more than 30 seeds needed" in capsys.readouterr().out
+
+
+def test_cli_defaults_mirror_the_planner():
+    """`sweep plan-seeds` keeps copies of the planner's defaults (to keep scipy out of CLI start-up)."""
+    from sweep import seed_planner
+    from sweep.commands import plan_seeds as command
+
+    assert (command.DEFAULT_ALPHA, command.DEFAULT_POWER, command.MAX_SEEDS) == (
+        seed_planner.DEFAULT_ALPHA, seed_planner.DEFAULT_POWER, seed_planner.MAX_SEEDS)

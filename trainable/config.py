@@ -17,7 +17,7 @@ import yaml
 
 from search_spaces.errors import ConfigError
 from trainable.config_checks import check_bool, check_choice, check_float, check_int, check_keys
-from trainable.model import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
+from trainable.model_config import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
 
 DEFAULT_SCHEDULE: dict[str, Any] = {
     "warmup_frac": 0.05,

@@ -12,40 +12,17 @@ see whatever loss the training loop happens to optimise.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-GPT2_VOCAB_SIZE = 50257
-PADDED_VOCAB_SIZE = 50304
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """Shape of a GPT. `block_size` is the longest sequence the position table covers."""
-
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
-    vocab_size: int = PADDED_VOCAB_SIZE
-    dropout: float = 0.0
-    bias: bool = True
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# Named shapes. `tiny` exists so CPU tests train in seconds; the other two are GPT-2 small and medium.
-MODEL_PRESETS: dict[str, GPTConfig] = {
-    "tiny": GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64),
-    "gpt2-124m": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024),
-    "gpt2-350m": GPTConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
-}
-
-GPT_CONFIG_FIELDS = tuple(f.name for f in fields(GPTConfig))
+from trainable.model_config import (  # noqa: F401  (re-exported: the model's public names)
+    GPT2_VOCAB_SIZE,
+    GPT_CONFIG_FIELDS,
+    MODEL_PRESETS,
+    PADDED_VOCAB_SIZE,
+    GPTConfig,
+)
 
 
 class CausalSelfAttention(nn.Module):

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 
 from search_spaces.errors import ConfigError
-from sweep.seed_planner import DEFAULT_ALPHA, DEFAULT_POWER, MAX_SEEDS, plan_seeds
+
+# Mirrors sweep.seed_planner's defaults (checked by a test); importing it here would pull scipy into every
+# `sweep` invocation, since the CLI imports all command modules to build its parser.
+DEFAULT_ALPHA, DEFAULT_POWER, MAX_SEEDS = 0.01, 0.8, 10_000
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sweep.seed_planner import plan_seeds
+
     # Validate every option first, naming it the way the user typed it.
     for option, value in (("--effect", args.effect), ("--std", args.std)):
         if not value > 0 or value == float("inf"):
