@@ -23,10 +23,11 @@ import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
+from ray.tune import Callback
 from ray.util.queue import Empty, Queue
 
 from sweep.group_results import GroupAggregator
-from trainable.ray_trainable import train_worker
+from trainable.ray_trainable import StopSignal, train_worker
 
 _POLL_S = 0.5
 
@@ -43,6 +44,34 @@ class SeedReportCallback(UserCallback):
         if checkpoint is not None:
             item["checkpoint_path"] = checkpoint.path
         self.queue.put((self.seed, item), block=True)
+
+
+def stop_signal_name(trial_id: str) -> str:
+    """The name of a group's `StopSignal` actor, which the driver looks up to stop the group's seed runs."""
+    return f"schedsweep-stop-{trial_id}"
+
+
+class GroupStopper(Callback):
+    """Driver-side Tune callback: when a group trial ends (ASHA stopped it, it diverged or failed), set its
+    stop signal so its seed runs end at their next report.
+
+    Without it the seed runs of a stopped group trained on until Ray reaped the trial's actor and, with it,
+    their controllers: seconds, in which a tiny run reached its horizon (seen in the seed-group test).
+    """
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._stop(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._stop(trial)
+
+    @staticmethod
+    def _stop(trial: Any) -> None:
+        try:
+            signal = ray.get_actor(stop_signal_name(trial.trial_id))
+        except ValueError:
+            return  # the trial never started its seeds, or its actor is already gone
+        signal.set.remote()
 
 
 class _SeedRun(threading.Thread):
@@ -79,15 +108,21 @@ def train_run_name(trial_id: str, seed: int) -> str:
     return f"{trial_id}-seed{seed}"
 
 
-def build_seed_trainer(config: dict[str, Any], trial_id: str, seed: int, queue: Queue) -> TorchTrainer:
-    """The `TorchTrainer` of one seed run, reporting to `queue`."""
+def build_seed_trainer(
+    config: dict[str, Any], trial_id: str, seed: int, queue: Queue, stop_signal: Any = None
+) -> TorchTrainer:
+    """The `TorchTrainer` of one seed run, reporting to `queue` and stopping when `stop_signal` is set."""
     res = config["resources"]
     per_worker: dict[str, float] = {"CPU": float(res["cpus_per_worker"])}
     if res["use_gpu"]:
         per_worker["GPU"] = 1.0
     return TorchTrainer(
         train_worker,
-        train_loop_config={"trainer": seed_trainer_config(config, seed), "scratch_dir": config.get("scratch_dir")},
+        train_loop_config={
+            "trainer": seed_trainer_config(config, seed),
+            "scratch_dir": config.get("scratch_dir"),
+            "stop_signal": stop_signal,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=int(res["workers"]), use_gpu=bool(res["use_gpu"]), resources_per_worker=per_worker
         ),
@@ -110,7 +145,10 @@ def group_trial(config: dict[str, Any]) -> None:
     seeds = [int(s) for s in config["seeds"]]
     config = {**config, "scratch_dir": config.get("scratch_dir") or tempfile.gettempdir() + "/schedsweep-scratch"}
     queue = Queue(actor_options={"num_cpus": 0})
-    runs = [_SeedRun(s, build_seed_trainer(config, trial_id, s, queue)) for s in seeds]
+    # Named, so that GroupStopper on the driver can find it; owned by this trial's actor, so it also ends
+    # (and the seed runs with it) when the actor goes.
+    stop = StopSignal.options(name=stop_signal_name(trial_id), get_if_exists=True).remote()
+    runs = [_SeedRun(s, build_seed_trainer(config, trial_id, s, queue, stop)) for s in seeds]
     agg = GroupAggregator(seeds, {s: train_run_name(trial_id, s) for s in seeds}, config.get("divergence_penalty"))
     for run in runs:
         run.start()

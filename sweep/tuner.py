@@ -173,7 +173,9 @@ def _trainable(cfg: SweepConfig):
 
 
 def _callbacks(cfg: SweepConfig) -> list:
-    callbacks: list = []
+    from sweep.group_trial import GroupStopper
+
+    callbacks: list = [GroupStopper()]
     try:
         from sweep.progress import SweepProgress
 

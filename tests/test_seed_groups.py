@@ -145,8 +145,8 @@ def ckpt_steps(train_dir: Path) -> list[int]:
 def test_sweep_groups_stop_as_one_and_optuna_sees_complete_only_for_finished(tmp_path: Path) -> None:
     d = tiny_sweep(tmp_path, name="groups", budget=2)
     # Long enough after the first rungs (steps 4, 8) that a stopped group's seed runs would visibly carry on
-    # if stopping the group did not end them.
-    d["trainer"]["horizon"] = {"steps": 40}
+    # to the horizon if stopping the group did not end them (they did, at 40 steps, before GroupStopper).
+    d["trainer"]["horizon"] = {"steps": 80}
     # A mediocre baseline, and a space of one excellent and one poor shape: ASHA (median rule at steps 4, 8)
     # lets the excellent shape run to the end and stops the poor one. TPE's seeded startup draws
     # [0.95, 0.0] for warmup_frac.
@@ -176,15 +176,15 @@ def test_sweep_groups_stop_as_one_and_optuna_sees_complete_only_for_finished(tmp
         assert o.params["warmup_frac"] == t["config"]["schedule"]["warmup_frac"]
         if last["status"] == "finished":
             finished += 1
-            assert last["step"] == 40
+            assert last["step"] == 80
             assert o.state == TrialState.COMPLETE
             assert o.value == pytest.approx(math.fsum(p["val_loss"] for p in last["per_seed"].values()) / 2)
         else:
             pruned += 1
-            assert last["status"] == "running" and last["step"] < 40
+            assert last["status"] == "running" and last["step"] < 80
             assert o.state == TrialState.PRUNED and o.value == pytest.approx(last["val_loss"])
             # Stopped as one: neither seed run trained on to the horizon.
             for seed in (0, 1):
                 steps = ckpt_steps(sweep_dir / "train" / f"{t['id']}-seed{seed}")
-                assert steps and max(steps) < 40, (seed, steps)
+                assert steps and max(steps) < 80, (seed, steps)
     assert pruned >= 1 and finished >= 1, [(t["config"]["schedule"], t["results"][-1]["status"]) for t in searched]

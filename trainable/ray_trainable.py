@@ -10,6 +10,10 @@ files it wrote itself, and Ray merges the ranks' uploads into one checkpoint fol
 That works on one machine (one shared scratch folder) and across nodes (one scratch folder per node) alike,
 and no two ranks ever upload the same file.
 
+Stopping: when the run's owner sets its `StopSignal` (or dies), every rank raises `RunStopped` at its next
+report, so a stopped run ends within one eval interval instead of training on until its owner's process is
+reaped.
+
 Rank 0 also writes `report.json` (the report's metrics) into its upload, so a run that is restarted after
 it had already finished can repeat its final report instead of reporting nothing.
 """
@@ -29,6 +33,25 @@ from trainable.config import TrainConfig
 from trainable.reporting import Report
 
 REPORT_FILE = "report.json"
+_STOP_CHECK_TIMEOUT_S = 60.0
+
+
+class RunStopped(RuntimeError):
+    """The run's owner asked it to stop (e.g. ASHA stopped the seed group it belongs to)."""
+
+
+@ray.remote(num_cpus=0)
+class StopSignal:
+    """A flag the workers of one or more runs check at every report; whoever owns the runs sets it."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
 _RANK0_FILES = ("model.pt", "optimizer.pt", "meta.json")
 
 
@@ -42,12 +65,28 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 class RayReportHooks:
     """Trainer hooks that forward every report to Ray Train, with this rank's share of the checkpoint."""
 
-    def __init__(self, rank: int, scratch: Path):
+    def __init__(self, rank: int, scratch: Path, stop_signal: Any = None):
         self.rank = rank
         self.scratch = scratch
+        self.stop_signal = stop_signal
         self.reported = 0
 
+    def _check_stop(self) -> None:
+        """Raise `RunStopped` when the stop signal is set or its owner is gone (the run is orphaned)."""
+        if self.stop_signal is None:
+            return
+        try:
+            stopped = ray.get(self.stop_signal.is_set.remote(), timeout=_STOP_CHECK_TIMEOUT_S)
+        except ray.exceptions.RayActorError:
+            stopped = True
+        except ray.exceptions.GetTimeoutError:
+            stopped = False  # a slow answer on a busy machine is not a stop
+        if stopped:
+            # Ray Train sees a worker error and ends the whole run, its other ranks included.
+            raise RunStopped(f"stop requested at step report (rank {self.rank})")
+
     def on_report(self, report: Report) -> None:
+        self._check_stop()
         metrics = dict(report.metrics)
         metrics["final"] = bool(report.final)
         upload: Path | None = None
@@ -80,8 +119,9 @@ class RayReportHooks:
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train `train_loop_per_worker`: one rank of one seed run.
 
-    `config`: `trainer` (a complete TrainConfig dict, schedule and seed included) and `scratch_dir` (a
-    node-local folder for the trainer's own checkpoint writes; the same path on every rank of a run).
+    `config`: `trainer` (a complete TrainConfig dict, schedule and seed included), `scratch_dir` (a
+    node-local folder for the trainer's own checkpoint writes; the same path on every rank of a run) and
+    optionally `stop_signal` (a `StopSignal` handle checked before every report).
     """
     from trainable.train import train
 
@@ -92,7 +132,7 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer = dict(config["trainer"])
     trainer["checkpoint"] = {**(trainer.get("checkpoint") or {}), "dir": str(run_scratch / "checkpoints")}
     cfg = TrainConfig.from_dict(trainer)
-    hooks = RayReportHooks(rank, run_scratch)
+    hooks = RayReportHooks(rank, run_scratch, config.get("stop_signal"))
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
