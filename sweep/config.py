@@ -36,6 +36,7 @@ from search_spaces import schedule_from_dict
 from search_spaces.errors import ConfigError
 from sweep.space_config import InlineSpace, parse_search_space
 from trainable.config import TrainConfig, load_yaml
+from trainable.config_checks import check_int, check_keys
 
 __all__ = ["InlineSpace", "SweepConfig", "load_sweep_config", "parse_search_space", "parse_storage", "is_remote"]
 
@@ -49,23 +50,12 @@ RUNG_METRICS = ("raw",)  # schedule-aware rung metrics come with the verdicts is
 
 
 def _keys(d: Any, allowed: set[str], path: str) -> dict:
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise ConfigError(path, f"expected a mapping, got {type(d).__name__}")
-    for key in d:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    return d
+    """A mapping with only `allowed` keys; an absent section (None) is an empty one."""
+    return {} if d is None else check_keys(d, allowed, path)
 
 
 def _int(value: Any, path: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(path, f"expected an integer, got {value!r}")
-    if value < minimum:
-        raise ConfigError(path, f"must be >= {minimum}, got {value}")
-    return value
+    return check_int(value, path, minimum)
 
 
 def _number(value: Any, path: str, above: float) -> float:
