@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_mlflow_layout import check_sweep_layout  # noqa: E402
 from test_seed_groups import check_group_results, read_trials  # noqa: E402
 from test_sweep_run_helpers import ray_env, tiny_sweep  # noqa: E402
 
@@ -122,5 +123,6 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
     recorded = {tid for _, rec in rungs for tid in rec}
     assert trials[0]["id"] in recorded and set(ids) <= recorded
 
-    # MLflow (no duplicate runs after the resume) is asserted here by sweep.mlflow_tracking's tests:
-    # tracking URI sqlite:///<sweep_dir>/mlflow.db, experiment "resumable".
+    # MLflow after the resume: the same sweep/group/seed runs went on (one of each, no duplicates), every
+    # step logged once and increasing, end states right (the helper asserts all of it).
+    check_sweep_layout(f"sqlite:///{sweep_dir}/mlflow.db", "resumable", "resumable", seeds=[0, 1], groups=ids)
