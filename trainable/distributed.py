@@ -9,6 +9,7 @@ Three ways a training process starts, and `setup_distributed` handles all of the
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -68,6 +69,9 @@ def teardown_distributed(env: DistEnv) -> None:
     if env.owns_group and dist.is_initialized():
         # Leave together: gloo can abort a rank whose peer tears its connections down mid-operation.
         dist.barrier()
+        # Free DDP reducers and finished gloo work held in reference cycles now, not during interpreter
+        # finalization, where destroying them can abort the process.
+        gc.collect()
         dist.destroy_process_group()
 
 
