@@ -7,17 +7,21 @@ run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
 
     name: demo
     trainer: {model: tiny, horizon: {steps: 60}, eval: {interval: 10}, ...}
+    # ... or, instead of trainer:, one of
+    #   simulator: {law: mpl_25m, total_steps: 24000, ...}   (trainable.simulator.SimulatorConfig)
+    #   script: {path: train.py, horizon_steps: 400, ...}     (sweep.script_config.ScriptSection)
     search_space: wsd                   # a named space from search_spaces, or inline (see below)
     baselines: [nanogpt_cosine, {preset: wsd_sqrt, cooldown_frac: 0.2}]
     seeds: [0, 1]
     budget: 4                           # shapes proposed by TPE, on top of the baselines
-    scheduler: {grace_period: 20, reduction_factor: 2, rung_metric: raw}
+    scheduler: {grace_period: 20, reduction_factor: 2, rung_metric: raw, cooldown_frac: 0.2}
     resources: {workers: 2, use_gpu: false, cpus_per_worker: 0.5}
     max_concurrent_trials: 1
     storage: ./sweeps                   # a folder, a shared mount, s3://bucket/x or gs://bucket/x
     mlflow: {tracking_uri: null, experiment: null}   # default: sqlite in <storage>/<name>/mlflow.db
     optuna: {storage: null, seed: 0}    # e.g. sqlite:///study.db to watch it in optuna-dashboard
     divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number: told as that
+    verdict: {effect: 0.003, seed_std: 0.0015, alpha: 0.01, power: 0.8}   # warn when seeds are too few
 
 An inline search space maps Shape parameters to a range `[low, high]` (two numbers), a list of choices
 (strings), `{choices: [...]}` (any values), or a fixed value:
@@ -38,7 +42,7 @@ from sweep.space_config import InlineSpace, parse_search_space
 from trainable.config import TrainConfig, load_yaml
 from trainable.config_checks import check_int, check_keys
 
-__all__ = ["InlineSpace", "SweepConfig", "load_sweep_config", "parse_search_space", "parse_storage", "is_remote"]
+__all__ = ["BACKENDS", "RUNG_METRICS", "InlineSpace", "SweepConfig", "VerdictSection", "load_sweep_config", "parse_search_space", "parse_storage", "is_remote"]
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
@@ -46,7 +50,11 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 _SWEEP_OWNED_TRAINER_KEYS = ("schedule", "seed", "data_seed")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "hdfs://")
-RUNG_METRICS = ("raw",)  # schedule-aware rung metrics come with the verdicts issue
+# What ASHA compares at a rung (docs/design.md, "Rung metrics"): the raw mean val loss, the loss after a
+# short cooldown probe to the floor, or the final loss a Multi-Power-Law fit predicts under the group's own
+# remaining schedule.
+RUNG_METRICS = ("raw", "cooldown", "predicted")
+BACKENDS = ("trainer", "simulator", "script")  # exactly one of these top-level sections says what a run is
 
 
 def _keys(d: Any, allowed: set[str], path: str) -> dict:
@@ -85,27 +93,72 @@ def is_remote(uri: str) -> bool:
 
 @dataclass(frozen=True)
 class SchedulerSection:
-    """ASHA over seed groups. `grace_period` is in optimizer steps (ASHA's time attribute is `step`)."""
+    """ASHA over seed groups. `grace_period` is in optimizer steps (ASHA's time attribute is `step`).
+
+    `rung_metric` says what ASHA compares at a rung (see RUNG_METRICS); `cooldown_frac` is the length of a
+    cooldown probe as a fraction of the steps done so far (only used by `rung_metric: cooldown`).
+    """
 
     grace_period: int = 20
     reduction_factor: float = 2.0
     rung_metric: str = "raw"
+    cooldown_frac: float = 0.2
     enabled: bool = True
 
     @staticmethod
     def parse(d: Any, path: str = "scheduler") -> "SchedulerSection":
-        d = _keys(d, {"grace_period", "reduction_factor", "rung_metric", "enabled"}, path)
+        d = _keys(d, {"grace_period", "reduction_factor", "rung_metric", "cooldown_frac", "enabled"}, path)
         out = SchedulerSection()
         rung = d.get("rung_metric", out.rung_metric)
         if rung not in RUNG_METRICS:
             raise ConfigError(f"{path}.rung_metric", f"expected one of {', '.join(RUNG_METRICS)}, got {rung!r}")
         factor = _number(d.get("reduction_factor", out.reduction_factor), f"{path}.reduction_factor", 1.0)
+        cooldown = _number(d.get("cooldown_frac", out.cooldown_frac), f"{path}.cooldown_frac", 0.0)
+        if cooldown > 1.0:
+            raise ConfigError(f"{path}.cooldown_frac", f"must be <= 1 (a fraction of the steps so far), got {cooldown}")
         return SchedulerSection(
             grace_period=_int(d.get("grace_period", out.grace_period), f"{path}.grace_period", 1),
             reduction_factor=factor,
             rung_metric=rung,
+            cooldown_frac=cooldown,
             enabled=_bool(d.get("enabled", True), f"{path}.enabled"),
         )
+
+    def milestones(self, max_step: int) -> list[int]:
+        """ASHA's rung milestones below `max_step`, lowest first: grace_period x reduction_factor^k."""
+        out, m = [], float(self.grace_period)
+        while m < max_step:
+            out.append(int(round(m)))
+            m *= self.reduction_factor
+        return out
+
+
+@dataclass(frozen=True)
+class VerdictSection:
+    """What the sweep hopes to resolve: a paired effect of `effect` nats against a baseline, with seed-to-seed
+    std `seed_std`, at significance `alpha` and power `power`. With `effect` set, `sweep run` warns when the
+    sweep's seed count cannot resolve it (`sweep.seed_planner`)."""
+
+    effect: float | None = None
+    seed_std: float = 0.0015
+    alpha: float = 0.01
+    power: float = 0.8
+
+    @staticmethod
+    def parse(d: Any, path: str = "verdict") -> "VerdictSection":
+        d = _keys(d, {"effect", "seed_std", "alpha", "power"}, path)
+        out = VerdictSection()
+        effect = d.get("effect")
+        if effect is not None:
+            effect = _number(effect, f"{path}.effect", 0.0)
+        alpha = _number(d.get("alpha", out.alpha), f"{path}.alpha", 0.0)
+        power = _number(d.get("power", out.power), f"{path}.power", 0.0)
+        if alpha >= 0.5:
+            raise ConfigError(f"{path}.alpha", f"must be < 0.5, got {alpha}")
+        if power >= 1.0:
+            raise ConfigError(f"{path}.power", f"must be < 1, got {power}")
+        return VerdictSection(effect=effect, seed_std=_number(d.get("seed_std", out.seed_std), f"{path}.seed_std", 0.0),
+                              alpha=alpha, power=power)
 
 
 @dataclass(frozen=True)
@@ -206,6 +259,24 @@ def _parse_seeds(value: Any, path: str = "seeds") -> tuple[int, ...]:
     return seeds
 
 
+def _parse_simulator(value: Any, path: str = "simulator") -> "SimulatorConfig":
+    from trainable.simulator import SimulatorConfig
+
+    d = _keys(value, {f for f in SimulatorConfig.__dataclass_fields__}, path)
+    if d.get("checkpoint_dir") is not None:
+        raise ConfigError(f"{path}.checkpoint_dir", "is set by the sweep (checkpoints go to the sweep storage)")
+    try:
+        return SimulatorConfig.from_dict(d)
+    except ConfigError as err:
+        raise err.prefixed(path) from None
+
+
+def _parse_script(value: Any, path: str = "script") -> "ScriptSection":
+    from sweep.script_config import ScriptSection
+
+    return ScriptSection.parse(value, path)
+
+
 def _parse_trainer(value: Any, path: str = "trainer") -> TrainConfig:
     d = _keys(value, set(TrainConfig.__dataclass_fields__) - {"_SECTIONS"}, path)
     for key in _SWEEP_OWNED_TRAINER_KEYS:
@@ -239,8 +310,8 @@ def parse_storage(value: Any, path: str = "storage") -> str:
 
 
 _TOP_KEYS = {
-    "name", "trainer", "search_space", "baselines", "seeds", "budget", "scheduler", "resources",
-    "max_concurrent_trials", "storage", "mlflow", "optuna", "divergence_penalty",
+    "name", "trainer", "simulator", "script", "search_space", "baselines", "seeds", "budget", "scheduler",
+    "resources", "max_concurrent_trials", "storage", "mlflow", "optuna", "divergence_penalty", "verdict",
 }
 
 
@@ -249,7 +320,7 @@ class SweepConfig:
     """A validated sweep. Build it with `from_dict` / `from_yaml`; `to_dict` gives back the YAML form."""
 
     name: str
-    trainer: TrainConfig
+    trainer: TrainConfig | None  # the built-in GPT trainer (backend "trainer"), else None
     search_space: Any
     search_space_spec: Any
     baselines: tuple[dict, ...]
@@ -262,6 +333,9 @@ class SweepConfig:
     mlflow: MlflowSection = field(default_factory=MlflowSection)
     optuna: OptunaSection = field(default_factory=OptunaSection)
     divergence_penalty: float | None = None
+    simulator: Any = None  # trainable.simulator.SimulatorConfig (backend "simulator"), else None
+    script: Any = None  # sweep.script_config.ScriptSection (backend "script"), else None
+    verdict: VerdictSection = field(default_factory=VerdictSection)
 
     @classmethod
     def from_dict(cls, d: Any) -> "SweepConfig":
@@ -270,7 +344,13 @@ class SweepConfig:
         name = d.get("name")
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise ConfigError("name", f"expected 1-100 letters, digits, '_', '-' or '.', got {name!r}")
-        trainer = _parse_trainer(d.get("trainer"))
+        present = [b for b in BACKENDS if d.get(b) is not None]
+        if len(present) > 1:
+            raise ConfigError(present[1], f"give one of {', '.join(BACKENDS)}, not both {present[0]} and {present[1]}")
+        backend = present[0] if present else "trainer"
+        trainer = _parse_trainer(d.get("trainer")) if backend == "trainer" else None
+        simulator = _parse_simulator(d["simulator"]) if backend == "simulator" else None
+        script = _parse_script(d["script"]) if backend == "script" else None
         if "search_space" not in d:
             raise ConfigError("search_space", "required: a search space name (e.g. wsd) or an inline mapping")
         space = parse_search_space(d["search_space"])
@@ -280,11 +360,17 @@ class SweepConfig:
         if budget == 0 and not baselines:
             raise ConfigError("budget", "0 with no baselines: nothing to run")
         scheduler = SchedulerSection.parse(d.get("scheduler"))
-        total = trainer.total_steps(1) if trainer.horizon.steps is not None else None
+        if backend == "trainer":
+            total = trainer.total_steps(1) if trainer.horizon.steps is not None else None
+        else:
+            total = simulator.total_steps if simulator is not None else script.horizon_steps
         if total is not None and scheduler.enabled and scheduler.grace_period > total:
             raise ConfigError("scheduler.grace_period", f"{scheduler.grace_period} is past the horizon ({total} steps)")
+        if scheduler.rung_metric == "cooldown" and backend == "script":
+            raise ConfigError("scheduler.rung_metric", "cooldown needs a trainer that can fork a probe run "
+                              "(trainer or simulator); use raw or predicted with script")
         resources = ResourcesSection.parse(d.get("resources"))
-        if resources.use_gpu and trainer.device == "cpu":
+        if resources.use_gpu and trainer is not None and trainer.device == "cpu":
             raise ConfigError("resources.use_gpu", "true while trainer.device is cpu")
         storage = parse_storage(d.get("storage", "./sweeps"))
         mlflow_section = MlflowSection.parse(d.get("mlflow"))
@@ -308,6 +394,9 @@ class SweepConfig:
             mlflow=mlflow_section,
             optuna=OptunaSection.parse(d.get("optuna")),
             divergence_penalty=penalty,
+            simulator=simulator,
+            script=script,
+            verdict=VerdictSection.parse(d.get("verdict")),
         )
 
     @classmethod
@@ -331,8 +420,16 @@ class SweepConfig:
         return self.mlflow.experiment or self.name
 
     @property
+    def backend(self) -> str:
+        """What one seed run is: `trainer` (the built-in GPT), `simulator` (the loss law) or `script`."""
+        return "simulator" if self.simulator is not None else "script" if self.script is not None else "trainer"
+
+    @property
     def trainer_dict(self) -> dict:
-        """The trainer section as a plain dict; the group trial adds schedule, seeds and checkpoint dir."""
+        """The trainer section as a plain dict ({} for other backends); the group trial adds schedule, seeds
+        and checkpoint dir."""
+        if self.trainer is None:
+            return {}
         d = self.trainer.to_dict()
         for key in _SWEEP_OWNED_TRAINER_KEYS:
             d.pop(key, None)
@@ -340,13 +437,22 @@ class SweepConfig:
 
     def max_step(self) -> int:
         """The last step a run reports (the horizon; a token horizon resolves with the configured world size)."""
+        if self.simulator is not None:
+            return int(self.simulator.total_steps)
+        if self.script is not None:
+            return int(self.script.horizon_steps)
         return self.trainer.total_steps(self.resources.workers)
 
     def to_dict(self) -> dict:
         """The YAML form, as `from_dict` accepts it (the copy stored in the sweep folder for resume)."""
+        backend = {
+            "trainer": {"trainer": self.trainer_dict},
+            "simulator": {"simulator": self.simulator.to_dict() if self.simulator is not None else None},
+            "script": {"script": self.script.to_dict() if self.script is not None else None},
+        }[self.backend]
         return {
             "name": self.name,
-            "trainer": self.trainer_dict,
+            **backend,
             "search_space": self.search_space_spec,
             "baselines": [dict(b) for b in self.baselines],
             "seeds": list(self.seeds),
@@ -355,6 +461,7 @@ class SweepConfig:
                 "grace_period": self.scheduler.grace_period,
                 "reduction_factor": self.scheduler.reduction_factor,
                 "rung_metric": self.scheduler.rung_metric,
+                "cooldown_frac": self.scheduler.cooldown_frac,
                 "enabled": self.scheduler.enabled,
             },
             "resources": {
@@ -367,6 +474,8 @@ class SweepConfig:
             "mlflow": {"tracking_uri": self.mlflow.tracking_uri, "experiment": self.mlflow.experiment},
             "optuna": {"storage": self.optuna.storage, "seed": self.optuna.seed},
             "divergence_penalty": self.divergence_penalty,
+            "verdict": {"effect": self.verdict.effect, "seed_std": self.verdict.seed_std,
+                        "alpha": self.verdict.alpha, "power": self.verdict.power},
         }
 
 

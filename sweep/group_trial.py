@@ -119,7 +119,11 @@ def build_seed_trainer(
     return TorchTrainer(
         train_worker,
         train_loop_config={
+            "backend": config.get("backend", "trainer"),
             "trainer": seed_trainer_config(config, seed),
+            "script": config.get("script"),
+            "schedule": dict(config["schedule"]),
+            "seed": int(seed),
             "scratch_dir": config.get("scratch_dir"),
             "stop_signal": stop_signal,
         },

@@ -93,7 +93,7 @@ def init_ray() -> None:
 
 def prepare_data(cfg: SweepConfig) -> None:
     """Prepare the bundled corpus once in the driver, before dozens of workers would each try."""
-    if cfg.trainer.data.bundled:
+    if cfg.trainer is not None and cfg.trainer.data.bundled:
         cfg.trainer.data.resolve_dir()
 
 
@@ -135,7 +135,13 @@ def concurrency(cfg: SweepConfig, cluster: dict[str, float]) -> int:
 def trial_fixed_config(cfg: SweepConfig, scratch_dir: str | None = None) -> dict[str, Any]:
     """The keys every group's trial config carries besides `schedule`, `baseline` and `seeds`."""
     return {
+        "backend": cfg.backend,
         "trainer": cfg.trainer_dict,
+        "simulator": cfg.simulator.to_dict() if cfg.simulator is not None else None,
+        "script": cfg.script.to_dict() if cfg.script is not None else None,
+        "rung_metric": cfg.scheduler.rung_metric,
+        "cooldown_frac": cfg.scheduler.cooldown_frac,
+        "probe_steps": cfg.scheduler.milestones(cfg.max_step()) if cfg.scheduler.enabled else [],
         "resources": {
             "workers": cfg.resources.workers,
             "use_gpu": cfg.resources.use_gpu,
