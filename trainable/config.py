@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from search_spaces.errors import ConfigError
-from trainable.config_checks import check_bool, check_choice, check_float, check_int, check_keys
+from trainable.config_checks import check_bool, check_choice, check_float, check_int, check_keys, check_steps
 from trainable.model_config import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
 
 DEFAULT_SCHEDULE: dict[str, Any] = {
@@ -165,11 +165,18 @@ class BatchSection:
 
 @dataclass(frozen=True)
 class EvalSection:
-    """Evaluate every `interval` optimizer steps (and always at the last), on up to `max_tokens` val tokens."""
+    """Evaluate every `interval` optimizer steps (and always at the last), on up to `max_tokens` val tokens.
+
+    `probe_steps`: at the first eval at or after each of these steps, also run a cooldown probe (a fork
+    that anneals to the schedule's floor over `probe_frac` x the steps done so far, is evaluated, then
+    discarded; see trainable.cooldown_probe). Empty: no probes.
+    """
 
     interval: int = 25
     max_tokens: int | None = 32768
     batch_size: int | None = None  # None: the training micro-batch size
+    probe_steps: tuple[int, ...] = ()
+    probe_frac: float = 0.2
 
     @staticmethod
     def parse(d: Any, path: str = "eval") -> "EvalSection":
@@ -182,7 +189,14 @@ class EvalSection:
         batch_size = d.get("batch_size")
         if batch_size is not None:
             check_int(batch_size, f"{path}.batch_size", 1)
-        return EvalSection(interval=interval, max_tokens=max_tokens, batch_size=batch_size)
+        probe_steps = check_steps(d.get("probe_steps", []), f"{path}.probe_steps")
+        probe_frac = check_float(d.get("probe_frac", out.probe_frac), f"{path}.probe_frac", 0.0, strict_min=True)
+        if probe_frac > 1.0:
+            raise ConfigError(f"{path}.probe_frac", f"must be <= 1 (a fraction of the steps so far), got {probe_frac}")
+        return EvalSection(interval, max_tokens, batch_size, probe_steps, probe_frac)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "probe_steps": list(self.probe_steps)}
 
 
 @dataclass(frozen=True)
@@ -332,6 +346,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if f.name == "model":
                 out["model"] = value.to_dict()
+            elif f.name == "eval":
+                out["eval"] = value.to_dict()
             elif f.name == "optimizer":
                 out["optimizer"] = {**asdict(value), "betas": list(value.betas)}
             elif hasattr(value, "__dataclass_fields__"):

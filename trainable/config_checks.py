@@ -59,3 +59,16 @@ def check_choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(path, f"expected one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def check_steps(value: Any, path: str) -> tuple[int, ...]:
+    """A list of optimizer steps >= 1, returned sorted without repeats (a tuple: config sections are frozen).
+
+    Repeats are dropped rather than refused: rung milestones computed with a fractional reduction factor
+    can round to the same step, and probing a step once is what such a list means.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(path, f"expected a list of steps, got {value!r}")
+    return tuple(sorted({check_int(s, f"{path}[{i}]", minimum=1) for i, s in enumerate(value)}))
