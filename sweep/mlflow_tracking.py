@@ -58,6 +58,8 @@ TAG_LABEL = "schedsweep.label"
 TAG_LAST_STEP = "schedsweep.last_step"
 TAG_TRAIN_RUN = "schedsweep.train_run"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_STAGE = "schedsweep.stage"  # on a stage's sweep run, e.g. "confirm-2x" (sweep.confirm)
+TAG_PARENT_SWEEP = "schedsweep.parent_sweep"  # ... and the name of the sweep it confirms
 KIND_SWEEP, KIND_GROUP, KIND_SEED = "sweep", "group", "seed"
 
 SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu")
@@ -108,12 +110,19 @@ class MLflowSweepCallback(Callback):
         seeds, search_space: shown as tags on the sweep run.
         strict: re-raise MLflow errors. Off by default: a tracking-server hiccup should not end a
             long sweep (the error is logged and the next result tries again); tests turn it on.
+        parent_run_id, stage, parent_sweep: for a stage of another sweep (the confirmation stage): the
+            stage's sweep run is nested under that sweep's run `parent_run_id` and tagged with `stage` and
+            `parent_sweep`. Unset for a plain sweep.
     """
 
     def __init__(self, tracking_uri: str, experiment_name: str, sweep_name: str, sweep_config: Mapping[str, Any],
                  total_steps: int | None = None, seeds: Sequence[int] | None = None,
                  search_space: str | None = None, artifact_location: str | None = None, strict: bool = False,
-                 sweep_id: str | None = None):
+                 sweep_id: str | None = None, parent_run_id: str | None = None, stage: str | None = None,
+                 parent_sweep: str | None = None):
+        self.parent_run_id = parent_run_id
+        self.stage = stage
+        self.parent_sweep = parent_sweep
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.sweep_name = sweep_name
@@ -207,6 +216,9 @@ class MLflowSweepCallback(Callback):
             tags["schedsweep.seeds"] = ",".join(str(s) for s in self.seeds)
         if self.search_space is not None:
             tags["schedsweep.search_space"] = self.search_space
+        if self.parent_run_id is not None:
+            tags[TAG_PARENT] = self.parent_run_id
+        tags.update({k: v for k, v in ((TAG_STAGE, self.stage), (TAG_PARENT_SWEEP, self.parent_sweep)) if v})
         run = self.client.create_run(self.experiment_id, run_name=self.sweep_name, tags=tags)
         self.sweep_run_id = run.info.run_id
         self._runs[key] = self.sweep_run_id
@@ -296,6 +308,8 @@ class MLflowSweepCallback(Callback):
             logger.warning("could not parse the schedule of %s; logging it unparsed", group, exc_info=True)
             shape = {f"schedule.{k}": v for k, v in flatten(schedule).items()}
         common = {**shape, "group_id": group, "baseline": config.get("baseline") or ""}
+        if config.get("source_group"):
+            common["source_group"] = str(config["source_group"])  # a confirmation stage's finalist
         seeds = [str(s) for s in config.get("seeds", [])]
         group_run = self._get_or_create(KIND_GROUP, group, "", self.sweep_run_id, f"{group} {label}",
                                         {TAG_LABEL: label}, {**common, "seeds": ",".join(seeds)})
@@ -379,6 +393,17 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
         token = page.token
         if not token:
             return runs
+
+
+def find_sweep_run(tracking_uri: str, experiment_name: str, sweep_name: str) -> str | None:
+    """The run id of the latest sweep run named `sweep_name` in the experiment, or None."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name)
+    if exp is None:
+        return None
+    sweeps = _search_all(client, exp.experiment_id,
+                         f"tags.`{TAG_SWEEP}` = '{sweep_name}' AND tags.`{TAG_KIND}` = '{KIND_SWEEP}'")
+    return sweeps[-1].info.run_id if sweeps else None
 
 
 def groups_from_mlflow(tracking_uri: str, experiment_name: str, sweep_name: str) -> list[GroupOutcome]:

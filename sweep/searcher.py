@@ -157,3 +157,57 @@ class GroupSearcher(OptunaSearch):
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class FixedGroupSearcher(Searcher):
+    """A fixed list of groups, each emitted once, in order; then `Searcher.FINISHED`. No Optuna, no TPE.
+
+    The confirmation stage (`sweep.confirm`) runs a sweep's finalists and baselines again at a longer horizon
+    and on more seeds: every group is known up front, and nothing is learnt from the results. `groups` holds
+    one dict per group: `schedule` (a schedule dict), `baseline` (preset label or None) and any extra keys
+    (e.g. `source_group`, the finalist's group id in the searched sweep), all copied into its trial config.
+
+    Its state (the groups not emitted yet) is saved with Tune's experiment state, so a restored stage neither
+    repeats nor drops a group; restored unfinished groups keep their trial ids and configs (Tune's own doing).
+    """
+
+    def __init__(self, groups: list[dict[str, Any]], seeds: list[int], fixed: dict[str, Any] | None = None):
+        super().__init__(metric=METRIC, mode=MODE)
+        for i, group in enumerate(groups):
+            if "schedule" not in group:
+                raise ValueError(f"groups[{i}] has no schedule")
+        self._left = [dict(g) for g in groups]
+        self._seeds = [int(s) for s in seeds]
+        self._fixed = dict(fixed or {})
+        self._emitted: dict[str, dict[str, Any]] = {}  # Tune trial id -> the group it runs
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id in self._emitted:
+            group = self._emitted[trial_id]
+        elif self._left:
+            group = self._emitted[trial_id] = self._left.pop(0)
+        else:
+            return Searcher.FINISHED
+        return {**self._fixed, **group, "baseline": group.get("baseline"), "seeds": list(self._seeds)}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass  # nothing to learn: every group runs to its horizon
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"left": self._left, "emitted": self._emitted, "seeds": self._seeds, "fixed": self._fixed}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self._left, self._emitted = state["left"], state["emitted"]
+        self._seeds, self._fixed = state["seeds"], state["fixed"]
+
+    @property
+    def groups_left(self) -> int:
+        """Groups not handed to Tune yet."""
+        return len(self._left)
