@@ -2,22 +2,26 @@
 provenance (git commit, package versions).
 
 Credentials reach MLflow only through the environment (MLFLOW_TRACKING_USERNAME / _PASSWORD / _TOKEN);
-a config may still hold a URI with ``user:password@`` or a key named like a secret, and neither may end
-up in a param, a tag or the config artifact.
+a config may still hold a URI with ``user:password@``, a key named like a secret, or a secret's value under
+an innocent key, and none of them may end up in a param, a tag or the config artifact. The rules live in
+`sweep.secrets`; this module applies them to what the MLflow callback logs.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
+
+from sweep.secrets import env_secrets, is_secret_key, redact_text, redact_uri
+from sweep.secrets import redact_config as _redact_config
+
+__all__ = ["MAX_PARAM_CHARS", "PACKAGES", "flatten", "git_commit", "loggable_params", "package_versions",
+           "redact_config", "redact_uri"]
 
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "schedsweep")
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-_SECRET_KEY = re.compile(r"password|passwd|secret|token|credential|api[_-]?key", re.IGNORECASE)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -32,37 +36,38 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def redact_uri(value: str) -> str:
-    """Drop the ``user:password@`` part of a URI; other strings pass unchanged."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return value
-    if parts.scheme and "@" in parts.netloc:
-        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-    return value
+def _clean(text: str, secrets: list[str]) -> str:
+    """A string value as it may be logged: URI userinfo dropped, any known secret value masked."""
+    return redact_text(redact_uri(text), secrets)
 
 
 def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
-    """The config as MLflow params: flat keys, secrets dropped, URIs without userinfo, long values cut."""
+    """The config as MLflow params: flat keys, keys under a secret-looking name dropped (at any depth, so
+    ``credentials.user`` goes too), URIs without userinfo, the environment's secret values masked, long
+    values cut."""
+    secrets = env_secrets()
     params = {}
     for key, value in flatten(config).items():
-        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+        if any(is_secret_key(part) for part in key.split(".")):
             continue
-        text = redact_uri(value) if isinstance(value, str) else str(value)
+        text = _clean(value if isinstance(value, str) else str(value), secrets)
         params[key] = text[:MAX_PARAM_CHARS]
     return params
 
 
 def redact_config(config: Any) -> Any:
-    """The same config with secret-looking keys removed and URIs redacted (for the YAML artifact)."""
-    if isinstance(config, Mapping):
-        return {k: redact_config(v) for k, v in config.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(config, list):
-        return [redact_config(v) for v in config]
-    if isinstance(config, str):
-        return redact_uri(config)
-    return config
+    """The same config with secret-looking keys removed, URIs redacted and the environment's secret values
+    masked (for the YAML artifact)."""
+    secrets = env_secrets()
+
+    def mask(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: mask(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [mask(v) for v in node]
+        return redact_text(node, secrets) if isinstance(node, str) else node
+
+    return mask(_redact_config(config))
 
 
 def git_commit(repo_dir: Path | None = None) -> str:

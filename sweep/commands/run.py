@@ -52,9 +52,16 @@ def execute(cfg: SweepConfig, mode: str) -> int:
 
     from search_spaces.errors import ConfigError
 
+    warning = verdict_warning(cfg)
+    if warning:
+        print(f"sweep: warning: {warning}", file=sys.stderr, flush=True)
     if mode == "new" and sweep_exists(cfg.storage, cfg.name):
         raise ConfigError("name", f"a sweep named {cfg.name!r} already exists in {cfg.storage}; "
                                   "use --resume to continue it or --overwrite to start again")
+    from sweep.secrets import config_secrets, install_log_redaction
+
+    # Secrets from the environment or the config must not reach the driver's output (docs/cluster.md).
+    install_log_redaction(config_secrets(cfg.to_dict()))
     prepare_data(cfg)
     grid = run_sweep(cfg, mode)
     errors = [r for r in grid if r.error is not None]
@@ -68,17 +75,37 @@ def execute(cfg: SweepConfig, mode: str) -> int:
     return 1 if errors else 0
 
 
+def verdict_warning(cfg: SweepConfig) -> str | None:
+    """A warning when `verdict.effect` is set and the sweep's seeds cannot resolve it, else None.
+
+    `verdict.seed_std` is read as the std of paired per-seed differences, like `sweep plan-seeds --std`.
+    A warning, not an error: a sweep that cannot call small effects still ranks shapes.
+    """
+    if cfg.verdict.effect is None:
+        return None
+    from sweep.seed_planner import seed_warning
+
+    v = cfg.verdict
+    message = seed_warning(len(cfg.seeds), v.effect, v.seed_std, v.alpha, v.power)
+    if message is None:
+        return None
+    return (f"verdict: {message}; report verdicts on effects that small will mostly be "
+            f"\"no detectable difference\" (see sweep plan-seeds)")
+
+
 def summary(cfg: SweepConfig, n_groups: int, n_errors: int) -> str:
-    """Where to look after a sweep."""
+    """Where to look after a sweep (URIs without their credentials)."""
+    from sweep.secrets import redact_uri
+
     lines = [
         "",
         f"sweep {cfg.name!r}: {n_groups} groups ({n_errors} errored)",
         f"  sweep folder : {cfg.sweep_dir}",
-        f"  MLflow       : mlflow ui --backend-store-uri {cfg.tracking_uri}   (experiment {cfg.experiment!r})",
+        f"  MLflow       : mlflow ui --backend-store-uri {redact_uri(cfg.tracking_uri)}   (experiment {cfg.experiment!r})",
         f"  resume       : sweep resume {cfg.name} --storage {cfg.storage}",
     ]
     if cfg.optuna.storage:
-        lines.append(f"  Optuna       : optuna-dashboard {cfg.optuna.storage}   (study {cfg.name!r})")
+        lines.append(f"  Optuna       : optuna-dashboard {redact_uri(cfg.optuna.storage)}   (study {cfg.name!r})")
     return "\n".join(lines)
 
 
