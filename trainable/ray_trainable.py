@@ -123,6 +123,12 @@ def train_worker(config: dict[str, Any]) -> None:
     node-local folder for the trainer's own checkpoint writes; the same path on every rank of a run) and
     optionally `stop_signal` (a `StopSignal` handle checked before every report).
     """
+    if config.get("backend") == "script":
+        # An external training script (sweep `script:` section): launched and watched by trainable.external.
+        from trainable.external.launcher import script_worker
+
+        script_worker(config)
+        return
     from trainable.train import train
 
     ctx = ray.train.get_context()

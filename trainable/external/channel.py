@@ -1,0 +1,58 @@
+"""The channel between a launched script (through `trainable.hook`) and its launcher: names and a reader.
+
+The launcher tells the script where things are through environment variables (the names below); the
+script's rank 0 appends one JSON object per `hook.report` to the report file. One `write` of one line
+opened with O_APPEND is not interleaved with other writes on Linux, and the reader only takes complete
+lines, so a report is read whole or not yet. A file (rather than a socket) also survives the launcher
+looking away for a moment and leaves a record to read after a failure.
+
+Pure Python: imported by `trainable.hook`, which must stay free of torch and ray.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ENV_SCHEDULE = "SCHEDSWEEP_SCHEDULE"  # a preset name or the JSON of a schedule dict
+ENV_HORIZON = "SCHEDSWEEP_HORIZON_STEPS"  # T, the steps the schedule is stretched over
+ENV_REPORT_FILE = "SCHEDSWEEP_REPORT_FILE"  # rank 0 only: where reports go (JSON lines)
+ENV_STAGE_DIR = "SCHEDSWEEP_STAGE_DIR"  # rank 0 only: where the hook snapshots reported checkpoints
+ENV_RESUME_DIR = "SCHEDSWEEP_RESUME_DIR"  # the checkpoint folder to resume from, on every rank
+ENV_STOP_FILE = "SCHEDSWEEP_STOP_FILE"  # exists once the sweep wants the run to end
+ENV_SEED = "SCHEDSWEEP_SEED"  # the seed of this run of the group
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one report line (one write call, so concurrent readers never see half of it)."""
+    line = json.dumps(record, allow_nan=True) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+        fh.flush()
+
+
+class ReportReader:
+    """Reads the report file incrementally: every call returns the complete lines added since the last."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.offset = 0
+
+    def read_new(self) -> list[dict[str, Any]]:
+        """The records appended since the previous call (a trailing partial line waits for the next call)."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:
+            return []
+        self.offset += end + 1
+        out = []
+        for raw in data[: end + 1].splitlines():
+            if raw.strip():
+                out.append(json.loads(raw.decode("utf-8")))
+        return out
