@@ -7,7 +7,8 @@ Run it under torchrun:
 or call `train(cfg, hooks, resume_from)` inside a process group someone else created (Ray Train). Each
 optimizer step: set `lr = optimizer.lr * multipliers[step]`, run `grad_accum` micro-batches (gradients
 all-reduced only on the last one), clip, step. Every `eval.interval` steps and at the last step: evaluate
-with plain cross-entropy, optionally checkpoint, and report identical values on every rank.
+with plain cross-entropy, optionally run a cooldown probe (`eval.probe_steps`, see
+trainable.cooldown_probe), optionally checkpoint, and report identical values on every rank.
 A non-finite or blown-up train loss ends the run on all ranks together with status `diverged`.
 """
 
@@ -28,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from search_spaces.errors import ConfigError
 from trainable.checkpoint import load_checkpoint, save_checkpoint
 from trainable.config import TrainConfig, apply_overrides, load_yaml
+from trainable.cooldown_probe import ProbeResult, plan_probes, run_probe
 from trainable.distributed import (
     DistEnv,
     broadcast_object,
@@ -134,6 +136,11 @@ class Trainer:
         self.pending: list[tuple[torch.Tensor, dist.Work | None]] = []  # in-flight loss all-reduces
         self.initial_loss: float | None = None
         self.evals_done = 0
+        # {eval step: probe length}; a function of the config, so a resumed run knows the probes behind it.
+        ev = cfg.eval
+        self.probe_plan = plan_probes(ev.probe_steps, ev.interval, self.total_steps, ev.probe_frac)
+        self.probes: list[ProbeResult] = []  # the probes this process ran (tests read their LRs)
+        self.probe_steps_run = 0  # extra optimizer steps spent on probes, resumed runs' earlier ones included
 
     # -----------------------------------------------------------------------------------------------------
     def run(self, resume_from: str | Path | None) -> TrainResult:
@@ -187,7 +194,22 @@ class Trainer:
 
     def train_step(self) -> None:
         """One optimizer step at the scheduled LR. Its loss arrives later through `collect_losses`."""
-        lr = self.cfg.optimizer.lr * float(self.multipliers[self.step])
+        loss_acc = self.optimizer_step(self.cfg.optimizer.lr * float(self.multipliers[self.step]))
+        self.step += 1
+        self.meter.add_tokens(self.tokens_per_step)
+        # One small all-reduce per step: the loss for logging and a non-finite flag, so all ranks agree on
+        # divergence. It runs asynchronously and is read a step later, so neither the host (waiting for the
+        # GPU) nor a rank (waiting for its peer) stalls on it in the middle of training.
+        stats = torch.stack([loss_acc, (~torch.isfinite(loss_acc)).double()])
+        work = dist.all_reduce(stats, op=dist.ReduceOp.SUM, async_op=True) if is_distributed() else None
+        self.pending.append((stats, work))
+
+    def optimizer_step(self, lr: float) -> torch.Tensor:
+        """Forward/backward over `grad_accum` micro-batches, clip, step at `lr`; this rank's loss (float64).
+
+        The main run and the cooldown probe both step through here, so a probe step accumulates, syncs
+        and clips exactly as a real one.
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         accum = self.cfg.batch.grad_accum
@@ -208,14 +230,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.optimizer.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.meter.add_tokens(self.tokens_per_step)
-        # One small all-reduce per step: the loss for logging and a non-finite flag, so all ranks agree on
-        # divergence. It runs asynchronously and is read a step later, so neither the host (waiting for the
-        # GPU) nor a rank (waiting for its peer) stalls on it in the middle of training.
-        stats = torch.stack([loss_acc, (~torch.isfinite(loss_acc)).double()])
-        work = dist.all_reduce(stats, op=dist.ReduceOp.SUM, async_op=True) if is_distributed() else None
-        self.pending.append((stats, work))
+        return loss_acc
 
     def collect_losses(self, keep_newest: bool) -> list[tuple[float, bool]]:
         """(train loss averaged over ranks, any rank non-finite) of the finished steps, oldest first.
@@ -244,13 +259,27 @@ class Trainer:
     def _eval_and_report(self, train_loss: float, final: bool) -> Report:
         cfg = self.cfg
         result = self.evaluate()
+        probe = self._probe(result) if self.step in self.probe_plan else None
         self.evals_done += 1
         ckpt_dir = None
+        # After the probe: it has restored the main run's state, so the checkpoint is the main run's.
         if cfg.checkpoint.dir is not None and (final or self.evals_done % cfg.checkpoint.every == 0):
             ckpt_dir = str(self._save_checkpoint())
-        return self._report(train_loss, result, final=final, status="finished", checkpoint_dir=ckpt_dir)
+        return self._report(train_loss, result, final=final, status="finished", checkpoint_dir=ckpt_dir, probe=probe)
 
-    def _report(self, train_loss: float, ev, final: bool, status: str, checkpoint_dir: str | None = None) -> Report:
+    def _probe(self, ev: EvalResult) -> ProbeResult:
+        """The cooldown probe due at this eval: from the last step's multiplier to the schedule's floor."""
+        if self.probe_plan[self.step] == 0:  # at the horizon: the run's own end is its cooldown
+            return ProbeResult(self.step, 0, [], ev.val_loss, ev.val_bpb)
+        current = float(self.multipliers[self.step - 1])
+        floor = float(self.multipliers[-1])  # a schedule ends at its floor (search_spaces.base)
+        probe = run_probe(self, self.step, self.cfg.optimizer.lr, current, floor, self.probe_plan[self.step])
+        self.probes.append(probe)
+        self.probe_steps_run += probe.steps
+        return probe
+
+    def _report(self, train_loss: float, ev, final: bool, status: str, checkpoint_dir: str | None = None,
+                probe: ProbeResult | None = None) -> Report:
         tps, mfu = self.meter.read_and_reset()
         last = max(self.step - 1, 0)
         mult = float(self.multipliers[min(last, self.total_steps - 1)])
@@ -267,6 +296,11 @@ class Trainer:
         }
         if mfu is not None:
             metrics["mfu"] = mfu
+        if probe is not None:
+            metrics["val_loss_cooldown"] = probe.val_loss
+            metrics["val_bpb_cooldown"] = probe.val_bpb
+        if self.probe_plan:
+            metrics["probe_steps_run"] = self.probe_steps_run  # for compute accounting
         # Wall time differs a little per rank; rank 0's value is the one everybody reports.
         if self.env.world_size > 1:
             shared = broadcast_object({"tokens_per_s": tps, "elapsed_s": metrics["elapsed_s"], "mfu": mfu})
@@ -296,6 +330,8 @@ class Trainer:
         self.step = int(meta["step"])
         self.initial_loss = meta.get("initial_loss")
         self.evals_done = int(meta.get("evals_done", 0))
+        # The checkpoint at step r is written after r's probe, so every planned probe up to r is behind us.
+        self.probe_steps_run = sum(k for at, k in self.probe_plan.items() if at <= self.step)
 
 
 def format_report(report: Report, total_steps: int) -> str:
@@ -309,6 +345,8 @@ def format_report(report: Report, total_steps: int) -> str:
         f"lr {m['lr']:.3e}",
         f"tok/s {m['tokens_per_s']:.0f}",
     ]
+    if "val_loss_cooldown" in m:
+        parts.append(f"val_loss_cooldown {m['val_loss_cooldown']:.4f}")
     if "mfu" in m:
         parts.append(f"mfu {100 * m['mfu']:.1f}%")
     if report.final:
