@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from itertools import combinations
+from typing import Iterable, Mapping, Sequence
 
+from scipy import optimize as _optimize
 from scipy import stats as _stats
 
 from search_spaces.errors import ConfigError
@@ -55,7 +57,9 @@ def paired_power(n: int, effect: float, std: float, alpha: float = DEFAULT_ALPHA
     df = n - 1
     t_crit = float(_stats.t.ppf(1.0 - alpha / 2.0, df))
     nc = effect / std * math.sqrt(n)
-    return float(_stats.nct.sf(t_crit, df, nc) + _stats.nct.cdf(-t_crit, df, nc))
+    # The lower tail P(T' < -t_crit) is written as P(T'(-nc) > t_crit): scipy's nct.cdf returned NaN there
+    # for large nc with one degree of freedom (two seeds), while sf stays finite.
+    return float(_stats.nct.sf(t_crit, df, nc) + _stats.nct.sf(t_crit, df, -nc))
 
 
 def required_seeds(
@@ -130,8 +134,26 @@ def seed_warning(n_seeds: int, effect: float, std: float, alpha: float = DEFAULT
     )
 
 
+def detectable_effect(n: int, std: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> float | None:
+    """The smallest |effect| that `n` pairs detect with `power` at `alpha` (None for n < 2: no test exists).
+
+    The inverse of `paired_power` in the effect (power rises monotonically with it), solved with scipy's
+    Brent root finder between a negligible effect (power = alpha < target) and one doubled until it reaches
+    the target. What `sweep report` quotes as "n seeds can only resolve differences of about X nats".
+    """
+    std, alpha, power = _positive(std, "std"), _fraction(alpha, "alpha"), _fraction(power, "power")
+    if power <= alpha:
+        raise ConfigError("power", f"must exceed alpha ({alpha:g}), got {power:g}")
+    if n < 2:
+        return None
+    lo, hi = std * 1e-9, std
+    while paired_power(n, hi, std, alpha) < power:
+        lo, hi = hi, 2.0 * hi
+    return float(_optimize.brentq(lambda e: paired_power(n, e, std, alpha) - power, lo, hi, xtol=std * 1e-9))
+
+
 # ---------------------------------------------------------------------------------------------------------
-# Measuring the std from finished groups (the MLflow reading that feeds these comes later).
+# Measuring the std from finished groups.
 
 
 def difference_std_from_group(values: Iterable[float]) -> float:
@@ -157,3 +179,71 @@ def paired_std(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     if comparison.n < 2:
         raise ValueError("need at least two common seeds to measure a std")
     return comparison.std_diff
+
+
+def pooled_std(samples: Iterable[Sequence[float]]) -> tuple[float, int] | None:
+    """Pooled within-sample std and its degrees of freedom: ``sqrt(sum of squared deviations / sum(n_i - 1))``.
+
+    Each sample (one group's per-seed values) contributes about its own mean, so differences *between*
+    groups never inflate it. Samples with fewer than two values carry no spread and are skipped; None when
+    nothing is left.
+    """
+    squares, df = [], 0
+    for sample in samples:
+        xs = [float(v) for v in sample if math.isfinite(float(v))]
+        if len(xs) < 2:
+            continue
+        mean = math.fsum(xs) / len(xs)
+        squares.extend((x - mean) ** 2 for x in xs)
+        df += len(xs) - 1
+    if df == 0:
+        return None
+    return math.sqrt(math.fsum(squares) / df), df
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """Seed noise of final val loss measured on finished groups (typically a sweep's baselines).
+
+    `within_std`: pooled std of one group's final loss over seeds (`within_df` degrees of freedom).
+    `paired_std`: pooled std of per-seed differences between two groups over their common seeds, over every
+    pair in `pairs` (`paired_df` degrees of freedom); None with fewer than two groups sharing 2+ seeds.
+    """
+
+    groups: tuple[str, ...]
+    within_std: float | None
+    within_df: int
+    pairs: tuple[tuple[str, str], ...]
+    paired_std: float | None
+    paired_df: int
+
+    def planning_std(self) -> tuple[float, str] | None:
+        """The std to plan with and where it came from: the paired std when measured (what the test sees),
+        else the independent-seeds bound ``sqrt(2) x within_std``; None when neither is known."""
+        if self.paired_std is not None and self.paired_std > 0.0:
+            return self.paired_std, "std of paired differences between groups"
+        if self.within_std is not None and self.within_std > 0.0:
+            return math.sqrt(2.0) * self.within_std, "sqrt(2) x pooled within-group std (independent-seeds bound)"
+        return None
+
+
+def measure_noise(groups: Mapping[str, Mapping[str, float]]) -> NoiseEstimate:
+    """`NoiseEstimate` from finished groups given as group name -> seed -> final value.
+
+    Pairs use the seeds both groups ran (at least two). With three or more groups the pairs share groups and
+    are not independent; the pooled std is still an unbiased average of their variances.
+    """
+    names = tuple(sorted(groups))
+    finals = {g: {str(s): float(v) for s, v in groups[g].items() if math.isfinite(float(v))} for g in names}
+    within = pooled_std(list(values.values()) for values in finals.values())
+    pairs, diffs = [], []
+    for a, b in combinations(names, 2):
+        common = sorted(set(finals[a]) & set(finals[b]))
+        if len(common) >= 2:
+            pairs.append((a, b))
+            diffs.append([finals[a][s] - finals[b][s] for s in common])
+    paired = pooled_std(diffs)
+    return NoiseEstimate(
+        groups=names, within_std=within[0] if within else None, within_df=within[1] if within else 0,
+        pairs=tuple(pairs), paired_std=paired[0] if paired else None, paired_df=paired[1] if paired else 0,
+    )
