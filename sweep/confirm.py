@@ -1,0 +1,304 @@
+"""The confirmation stage: a sweep's finalists and baselines again, at longer horizons and on more seeds.
+
+A search stage (ASHA, a few seeds, a short horizon) finds candidates cheaply; this stage decides. For a
+finished sweep NAME it takes the `top` best finished searched shapes (by mean final val_loss) plus the sweep's
+baseline presets and runs every one of them at each horizon factor (1x, 2x, 4x of the sweep's horizon; shapes
+are fractions of T, so they stretch as they are) over the same `n_seeds` seeds, with no early stopping.
+
+Each horizon is one *stage sweep* named `NAME.confirm-<factor>x` in the same storage, run by the ordinary
+machinery (`sweep.tuner`: group trials, the MLflow callback, resume), with a `FixedGroupSearcher` in place of
+TPE. Its `sweep.yaml` is a normal sweep config (scheduler off, budget = number of finalists), so
+`sweep resume NAME.confirm-2x` continues an interrupted stage just like a sweep, and running
+`sweep confirm` again skips finished stages and resumes the rest. In MLflow each stage's sweep run is a child
+of the original sweep's run, tagged `schedsweep.stage = confirm-2x`.
+
+The report (`sweep.confirm_report`) and the downstream evaluation (`sweep.confirm_lm_eval`) come after.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from search_spaces.errors import ConfigError
+from sweep import storage
+from sweep.config import SweepConfig, baseline_label, is_remote
+from sweep.progress import FINISHED, GroupOutcome, outcome_from_result
+
+STAGE = "confirm"
+_FACTOR_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*x?\s*$")
+
+
+# ---- arguments ---------------------------------------------------------------------------------------------
+def parse_horizons(text: str, field: str = "--horizons") -> tuple[float, ...]:
+    """`1x,2x,4x` -> (1.0, 2.0, 4.0): positive factors of the sweep's horizon, ascending, no repeats."""
+    factors: list[float] = []
+    for part in str(text).split(","):
+        m = _FACTOR_RE.match(part)
+        value = float(m.group(1)) if m else math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(field, f"expected factors like 1x,2x,4x, got {part.strip()!r}")
+        if value in factors:
+            raise ConfigError(field, f"{part.strip()} appears twice")
+        factors.append(value)
+    return tuple(sorted(factors))
+
+
+def horizon_label(factor: float) -> str:
+    """`2.0` -> `2x`, `1.5` -> `1.5x`."""
+    return f"{factor:g}x"
+
+
+def stage_name(sweep_name: str, factor: float) -> str:
+    """The stage sweep's name: `NAME.confirm-2x`."""
+    return f"{sweep_name}.{STAGE}-{horizon_label(factor)}"
+
+
+def confirm_seeds(sweep_seeds: Sequence[int], n: int) -> tuple[int, ...]:
+    """`n` seeds: the sweep's own first (their runs are comparable with the search), then the smallest unused
+    integers. The same list serves every group and horizon, so every comparison is paired."""
+    if n < 1:
+        raise ConfigError("--seeds", f"must be >= 1, got {n}")
+    seeds = list(dict.fromkeys(int(s) for s in sweep_seeds))[:n]
+    candidate = 0
+    while len(seeds) < n:
+        if candidate not in seeds:
+            seeds.append(candidate)
+        candidate += 1
+    return tuple(seeds)
+
+
+# ---- the searched sweep's groups ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepGroup:
+    """One group of a sweep as read back from its Tune folder: trial id, trial config and outcome."""
+
+    group_id: str
+    config: Mapping[str, Any]
+    outcome: GroupOutcome
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome.status == FINISHED and self.outcome.stats() is not None
+
+    @property
+    def mean_val_loss(self) -> float:
+        stats = self.outcome.stats()
+        return stats.mean if stats is not None else math.inf
+
+
+def read_groups(sweep_dir: str) -> list[SweepGroup]:
+    """Every group in `<sweep_dir>/tune` with its last result (Tune's saved experiment state; no Ray needed)."""
+    from ray.tune import ExperimentAnalysis
+
+    from sweep.tuner import TUNE_DIR
+
+    path = storage.join(sweep_dir, TUNE_DIR)
+    if not storage.exists(path):
+        return []
+    analysis = ExperimentAnalysis(path)
+    out = []
+    for trial in analysis.trials:
+        ended = trial.status in ("TERMINATED", "ERROR")
+        outcome = outcome_from_result(str(trial.trial_id), trial.config, trial.last_result,
+                                      errored=trial.status == "ERROR", ended=ended)
+        out.append(SweepGroup(str(trial.trial_id), dict(trial.config), outcome))
+    return out
+
+
+def select_finalists(groups: Sequence[SweepGroup], top: int) -> list[SweepGroup]:
+    """The `top` finished searched (non-baseline) groups with the lowest mean final val_loss."""
+    searched = [g for g in groups if g.finished and not g.config.get("baseline")]
+    return sorted(searched, key=lambda g: (g.mean_val_loss, g.group_id))[:top]
+
+
+# ---- stage configs -----------------------------------------------------------------------------------------
+def _scaled(value: int, factor: float) -> int:
+    return max(1, int(round(value * factor)))
+
+
+def scale_horizon(raw: dict[str, Any], factor: float) -> dict[str, Any]:
+    """A sweep config dict (`SweepConfig.to_dict()` form) whose run horizon is `factor` times as long:
+    `trainer.horizon.steps` (or `.tokens`), `simulator.total_steps` or `script.horizon_steps`."""
+    out = dict(raw)
+    if out.get("trainer") is not None:
+        trainer = dict(out["trainer"])
+        horizon = dict(trainer.get("horizon") or {})
+        key = "steps" if horizon.get("steps") is not None else "tokens"
+        horizon[key] = _scaled(int(horizon[key]), factor)
+        trainer["horizon"] = horizon
+        out["trainer"] = trainer
+    elif out.get("simulator") is not None:
+        out["simulator"] = {**out["simulator"], "total_steps": _scaled(int(out["simulator"]["total_steps"]), factor)}
+    elif out.get("script") is not None:
+        out["script"] = {**out["script"], "horizon_steps": _scaled(int(out["script"]["horizon_steps"]), factor)}
+    return out
+
+
+def stage_config(cfg: SweepConfig, factor: float, seeds: Sequence[int], n_finalists: int) -> SweepConfig:
+    """The stage sweep at `factor` x the horizon: same backend, resources and storage, `seeds`, no ASHA, the
+    original sweep's MLflow store and experiment, and budget = `n_finalists` (so `sweep resume` knows how many
+    groups make it complete)."""
+    raw = scale_horizon(cfg.to_dict(), factor)
+    raw["name"] = stage_name(cfg.name, factor)
+    raw["seeds"] = list(seeds)
+    raw["budget"] = int(n_finalists)
+    raw["scheduler"] = {**raw["scheduler"], "enabled": False}
+    raw["mlflow"] = {"tracking_uri": cfg.tracking_uri, "experiment": cfg.experiment}
+    raw["optuna"] = {"storage": None, "seed": cfg.optuna.seed}  # no study: nothing is searched
+    try:
+        return SweepConfig.from_dict(raw)
+    except ConfigError as err:
+        raise err.prefixed(raw["name"]) from None
+
+
+def stage_groups(finalists: Sequence[SweepGroup], baselines: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The stage's groups: baselines first (as in a sweep), then the finalists in rank order."""
+    groups: list[dict[str, Any]] = [{"schedule": dict(b), "baseline": baseline_label(dict(b))} for b in baselines]
+    for rank, g in enumerate(finalists, start=1):
+        groups.append({"schedule": dict(g.config["schedule"]), "baseline": None, "source_group": g.group_id,
+                       "finalist_rank": rank})
+    return groups
+
+
+def group_key(config: Mapping[str, Any]) -> str:
+    """How a stage group is named across horizons: the baseline label, or the finalist's sweep group id."""
+    return str(config.get("baseline") or config.get("source_group") or "?")
+
+
+# ---- running one stage -------------------------------------------------------------------------------------
+def _stage_callbacks(stage: SweepConfig, parent: SweepConfig, parent_run_id: str | None, label: str) -> list:
+    from sweep.mlflow_tracking import MLflowSweepCallback
+    from sweep.progress import SweepProgress
+
+    # The same callbacks as a sweep's (sweep.tuner._callbacks), the MLflow one nested under the parent run.
+    stopper: list = []
+    if stage.backend != "simulator":  # simulated seeds run inside the trial and end with it
+        from sweep.group_trial import GroupStopper
+
+        stopper.append(GroupStopper())
+    return [
+        *stopper,
+        SweepProgress(total_steps=stage.max_step(), interval_s=15.0),
+        MLflowSweepCallback(
+            tracking_uri=stage.tracking_uri, experiment_name=stage.experiment, sweep_name=stage.name,
+            sweep_config=stage.to_dict(), total_steps=stage.max_step(), seeds=list(stage.seeds),
+            search_space=STAGE, parent_run_id=parent_run_id, stage=f"{STAGE}-{label}", parent_sweep=parent.name,
+        ),
+    ]
+
+
+def stage_state(stage: SweepConfig) -> str:
+    """`absent`, `done` (every planned group ended) or `partial` (started, to be resumed)."""
+    from sweep.tuner import sweep_exists
+
+    if not sweep_exists(stage.storage, stage.name):
+        return "absent"
+    groups = read_groups(stage.sweep_dir)
+    planned = len(stage.baselines) + stage.budget
+    ended = [g for g in groups if g.outcome.status != "running"]
+    return "done" if len(ended) >= planned else "partial"
+
+
+def run_stage(stage: SweepConfig, groups: list[dict[str, Any]], parent: SweepConfig, label: str,
+              parent_run_id: str | None, scratch_dir: str | None = None):
+    """Start the stage sweep (a new Tuner with a `FixedGroupSearcher`), or resume it if it was started."""
+    import ray
+    from ray import tune
+
+    from sweep.searcher import FixedGroupSearcher
+    from sweep.tuner import (SWEEP_FILE, TUNE_DIR, TUNER_FILE, _trainable, concurrency, init_ray, prepare_data,
+                             restore_tuner, trial_fixed_config)
+
+    prepare_data(stage)
+    init_ray()
+    max_concurrent = concurrency(stage, ray.cluster_resources())
+    if storage.exists(storage.join(stage.sweep_dir, TUNE_DIR, TUNER_FILE)):
+        return restore_tuner(stage).fit()
+    if not is_remote(stage.storage):
+        os.makedirs(stage.sweep_dir, exist_ok=True)
+    storage.write_text(storage.join(stage.sweep_dir, SWEEP_FILE), yaml.safe_dump(stage.to_dict(), sort_keys=False))
+    searcher = FixedGroupSearcher(groups, seeds=list(stage.seeds), fixed=trial_fixed_config(stage, scratch_dir))
+    tuner = tune.Tuner(
+        _trainable(stage),
+        # As in sweep.tuner.build_tuner, minus the scheduler: every group runs to its horizon.
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(groups), max_concurrent_trials=max_concurrent,
+                                    reuse_actors=stage.backend == "simulator"),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR, storage_path=stage.sweep_dir, callbacks=_stage_callbacks(stage, parent, parent_run_id, label),
+            verbose=0, failure_config=tune.FailureConfig(max_failures=0),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return tuner.fit()
+
+
+# ---- the whole confirmation --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConfirmPlan:
+    """What a confirmation runs: the sweep, its finalists, the seeds and one stage config per horizon."""
+
+    sweep: SweepConfig
+    finalists: tuple[SweepGroup, ...]
+    seeds: tuple[int, ...]
+    factors: tuple[float, ...]
+    stages: tuple[SweepConfig, ...]
+    groups: tuple[dict[str, Any], ...]
+
+    @property
+    def report_dir(self) -> str:
+        """Where the report files go: `<storage>/<NAME>/confirm/`."""
+        return storage.join(self.sweep.sweep_dir, STAGE)
+
+
+def plan_confirmation(storage_path: str, name: str, top: int, factors: Sequence[float], n_seeds: int) -> ConfirmPlan:
+    """Validate everything and decide the stages before anything runs (bad input: `ConfigError`)."""
+    from sweep.tuner import load_saved_config
+
+    if top < 1:
+        raise ConfigError("--top", f"must be >= 1, got {top}")
+    cfg = replace(load_saved_config(storage_path, name), storage=storage_path)
+    finalists = select_finalists(read_groups(cfg.sweep_dir), top)
+    if not finalists:
+        raise ConfigError("name", f"sweep {name!r} has no finished searched group to confirm")
+    seeds = confirm_seeds(cfg.seeds, n_seeds)
+    stages = tuple(stage_config(cfg, f, seeds, len(finalists)) for f in factors)
+    groups = tuple(stage_groups(finalists, cfg.baselines))
+    return ConfirmPlan(cfg, tuple(finalists), seeds, tuple(factors), stages, groups)
+
+
+def run_confirmation(plan: ConfirmPlan, overwrite: bool = False, scratch_dir: str | None = None) -> dict[str, list[SweepGroup]]:
+    """Run (or resume, or skip when done) every stage; returns horizon label -> the stage's groups.
+
+    A stage already in storage must have been planned the same way (same finalists, seeds and horizon),
+    unless `overwrite` deletes it first.
+    """
+    from sweep.mlflow_tracking import find_sweep_run
+    from sweep.tuner import SWEEP_FILE
+
+    parent_run_id = find_sweep_run(plan.sweep.tracking_uri, plan.sweep.experiment, plan.sweep.name)
+    out: dict[str, list[SweepGroup]] = {}
+    for factor, stage in zip(plan.factors, plan.stages):
+        label = horizon_label(factor)
+        state = stage_state(stage)
+        if state != "absent" and overwrite:
+            storage.remove_tree(stage.sweep_dir)
+            state = "absent"
+        if state != "absent":
+            saved = yaml.safe_load(storage.read_text(storage.join(stage.sweep_dir, SWEEP_FILE)) or "{}")
+            if saved.get("seeds") != list(stage.seeds) or saved.get("budget") != stage.budget:
+                raise ConfigError("--seeds", f"stage {stage.name} exists with seeds {saved.get('seeds')} and "
+                                  f"{saved.get('budget')} finalists; rerun with the same --top/--seeds or --overwrite")
+        if state != "done":
+            print(f"confirm: stage {stage.name} ({stage.max_step()} steps, {len(plan.groups)} groups x "
+                  f"{len(stage.seeds)} seeds){' resumed' if state == 'partial' else ''}", flush=True)
+            run_stage(stage, list(plan.groups), plan.sweep, label, parent_run_id, scratch_dir)
+        else:
+            print(f"confirm: stage {stage.name} already done", flush=True)
+        out[label] = read_groups(stage.sweep_dir)
+    return out
