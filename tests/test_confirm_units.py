@@ -1,0 +1,166 @@
+"""The confirmation stage's pieces without Ray: horizons, seeds, stage configs, finalists, the fixed searcher,
+paired deltas and the words of the report, and the CLI's refusals."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from ray.tune.search import Searcher
+
+from search_spaces.errors import ConfigError
+from sweep.cli import main
+from sweep.config import SweepConfig
+from sweep.confirm import (SweepGroup, confirm_seeds, parse_horizons, select_finalists, stage_config, stage_groups,
+                           stage_name)
+from sweep.confirm_report import DeltaPoint, delta_points, render_markdown, trend_words
+from sweep.progress import FINISHED, PRUNED, GroupOutcome
+from sweep.searcher import FixedGroupSearcher
+
+
+def sim_sweep(tmp_path: Path, **over) -> SweepConfig:
+    d = {"name": "s", "simulator": {"total_steps": 1000, "eval_interval": 250}, "search_space": "wsd",
+         "baselines": ["nanogpt_cosine", {"preset": "wsd_sqrt", "cooldown_frac": 0.2}], "seeds": [3, 7],
+         "budget": 4, "storage": str(tmp_path / "sweeps"), **over}
+    return SweepConfig.from_dict(d)
+
+
+def group(gid: str, losses: dict[str, float], status: str = FINISHED, baseline: str | None = None,
+          **config) -> SweepGroup:
+    cfg = {"schedule": {"preset": "constant"}, "baseline": baseline, "seeds": [int(s) for s in losses], **config}
+    return SweepGroup(gid, cfg, GroupOutcome(gid, baseline or "search", status, 100, losses, {}))
+
+
+def test_horizons_parse_sorted_and_refuse_nonsense() -> None:
+    assert parse_horizons("1x,2x,4x") == (1.0, 2.0, 4.0)
+    assert parse_horizons("4x, 0.5x,2") == (0.5, 2.0, 4.0)
+    for bad in ("0x", "x", "2x,2x", "-1x", "two"):
+        with pytest.raises(ConfigError) as err:
+            parse_horizons(bad)
+        assert err.value.field == "--horizons"
+
+
+def test_seeds_keep_the_sweeps_own_first_then_fill_with_unused() -> None:
+    assert confirm_seeds([3, 7], 4) == (3, 7, 0, 1)
+    assert confirm_seeds([0, 1, 2], 2) == (0, 1)
+    assert confirm_seeds([1], 3) == (1, 0, 2)
+    with pytest.raises(ConfigError):
+        confirm_seeds([0], 0)
+
+
+def test_stage_config_scales_the_horizon_turns_asha_off_and_shares_mlflow(tmp_path: Path) -> None:
+    cfg = sim_sweep(tmp_path)
+    stage = stage_config(cfg, 2.0, (3, 7, 0), n_finalists=2)
+    assert stage.name == stage_name("s", 2.0) == "s.confirm-2x"
+    assert stage.simulator.total_steps == 2000 and stage.simulator.eval_interval == 250
+    assert not stage.scheduler.enabled and stage.seeds == (3, 7, 0) and stage.budget == 2
+    assert stage.baselines == cfg.baselines and stage.storage == cfg.storage
+    assert stage.tracking_uri == cfg.tracking_uri and stage.experiment == cfg.experiment
+    assert stage.optuna.storage is None
+    # What `sweep resume s.confirm-2x` reads back is the same config.
+    assert SweepConfig.from_dict(stage.to_dict()) == stage
+
+    trainer = SweepConfig.from_dict({
+        "name": "t", "trainer": {"model": "tiny", "horizon": {"tokens": 10_000}, "batch": {"seq_len": 32}},
+        "search_space": "wsd", "baselines": ["constant"], "storage": str(tmp_path / "sweeps")})
+    assert stage_config(trainer, 4.0, (0,), 1).trainer.horizon.tokens == 40_000
+    assert stage_config(trainer, 0.5, (0,), 1).trainer.horizon.tokens == 5_000
+
+
+def test_finalists_are_the_best_finished_searched_groups() -> None:
+    groups = [
+        group("a", {"0": 3.0, "1": 3.2}),
+        group("b", {"0": 2.9, "1": 3.0}),
+        group("base", {"0": 2.0, "1": 2.0}, baseline="constant"),  # a baseline is never a finalist
+        group("p", {"0": 1.0, "1": 1.0}, status=PRUNED),  # stopped early: not comparable
+        group("c", {"0": 3.5, "1": 3.5}),
+    ]
+    assert [g.group_id for g in select_finalists(groups, 2)] == ["b", "a"]
+    assert [g.group_id for g in select_finalists(groups, 10)] == ["b", "a", "c"]
+
+
+def test_stage_groups_are_baselines_then_ranked_finalists(tmp_path: Path) -> None:
+    cfg = sim_sweep(tmp_path)
+    fins = [group("b", {"0": 1.0}, schedule={"preset": "wsd_sqrt"}), group("a", {"0": 2.0})]
+    groups = stage_groups(fins, cfg.baselines)
+    assert [g["baseline"] for g in groups] == ["nanogpt_cosine", "wsd_sqrt(cooldown_frac=0.2)", None, None]
+    assert [g.get("source_group") for g in groups] == [None, None, "b", "a"]
+    assert groups[2]["schedule"] == {"preset": "wsd_sqrt"} and groups[2]["finalist_rank"] == 1
+
+
+def test_fixed_searcher_emits_each_group_once_and_survives_save_restore(tmp_path: Path) -> None:
+    groups = [{"schedule": {"preset": "constant"}, "baseline": "constant"},
+              {"schedule": {"preset": "wsd_sqrt"}, "baseline": None, "source_group": "g1"},
+              {"schedule": {"preset": "linear_to_zero"}, "baseline": None, "source_group": "g2"}]
+    s = FixedGroupSearcher(groups, seeds=[0, 1, 2], fixed={"backend": "simulator"})
+    first = s.suggest("t1")
+    assert first == {"backend": "simulator", "schedule": {"preset": "constant"}, "baseline": "constant",
+                     "seeds": [0, 1, 2]}
+    assert s.suggest("t1") == first  # asked again for the same trial: the same group, not the next one
+    assert s.suggest("t2")["source_group"] == "g1"
+    s.save(str(tmp_path / "state.pkl"))
+
+    restored = FixedGroupSearcher([], seeds=[])
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert restored.suggest("t2")["source_group"] == "g1"
+    assert restored.suggest("t3")["source_group"] == "g2"
+    assert restored.suggest("t4") == Searcher.FINISHED and restored.groups_left == 0
+
+
+def test_paired_deltas_match_a_hand_computation() -> None:
+    stage = [group("x", {"0": 3.10, "1": 3.20, "2": 3.05}, source_group="f1"),
+             group("y", {"0": 3.00, "1": 3.25, "2": 3.00}, baseline="cosine")]
+    points = delta_points({"1x": stage}, {"1x": 1.0}, {"1x": 100}, ["f1"], ["cosine"])
+    assert len(points) == 1
+    p = points[0]
+    diffs = [0.10, -0.05, 0.05]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 2)
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t(0.975, df=2)
+    assert p.mean == pytest.approx(mean) and p.n == 3
+    assert (p.ci_low, p.ci_high) == pytest.approx((mean - half, mean + half))
+    # A group that did not finish is left out rather than compared on a partial loss.
+    stage[1] = group("y", {"0": 3.0, "1": 3.0, "2": 3.0}, status=PRUNED, baseline="cosine")
+    assert delta_points({"1x": stage}, {"1x": 1.0}, {"1x": 100}, ["f1"], ["cosine"]) == []
+
+
+def _pt(horizon: str, factor: float, mean: float, half: float) -> DeltaPoint:
+    return DeltaPoint("f", "b", horizon, factor, int(100 * factor), 3, mean, mean - half, mean + half)
+
+
+def test_trend_words_say_shrink_hold_grow_or_flip() -> None:
+    assert "flips" in trend_words([_pt("1x", 1, -0.05, 0.01), _pt("2x", 2, 0.02, 0.01)])
+    assert "the baseline is better" in trend_words([_pt("1x", 1, -0.05, 0.01), _pt("2x", 2, 0.03, 0.01)])
+    assert "shrinks" in trend_words([_pt("1x", 1, -0.05, 0.005), _pt("4x", 4, -0.01, 0.005)])
+    assert "grows" in trend_words([_pt("1x", 1, -0.01, 0.002), _pt("2x", 2, -0.03, 0.002)])
+    # A change inside the combined noise of the two horizons holds.
+    holds = trend_words([_pt("1x", 1, -0.05, 0.02), _pt("2x", 2, -0.04, 0.02)])
+    assert "holds" in holds and "significant at 2x" in holds
+    assert "not significant" in trend_words([_pt("1x", 1, -0.05, 0.02), _pt("2x", 2, -0.01, 0.02)])
+    # One seed: no interval, so the ratio decides.
+    nan = float("nan")
+    single = [DeltaPoint("f", "b", "1x", 1, 100, 1, -0.04, nan, nan), DeltaPoint("f", "b", "2x", 2, 200, 1, -0.01, nan, nan)]
+    assert "shrinks" in trend_words(single)
+
+
+def test_markdown_has_the_delta_table_plot_and_downstream_means() -> None:
+    points = [_pt("1x", 1, -0.05, 0.01), _pt("2x", 2, -0.02, 0.01)]
+    md = render_markdown("s", points, {"f": "`shape`"}, ["1x", "2x"], {"1x": 100, "2x": 200}, [0, 1, 2],
+                         {"1x": {"f": [3.0, 3.1, 3.2], "b": [3.1, 3.2, 3.3]}, "2x": {"f": [2.9, 3.0, 3.1]}},
+                         {"f": {"lm_eval.t.acc": [0.25, 0.5, 0.75]}}, "2x")
+    assert "| f | b | -0.0500 [-0.0600, -0.0400] | -0.0200 [-0.0300, -0.0100] |" in md
+    assert "![delta against horizon](deltas.png)" in md and "- f vs b: the gap shrinks" in md
+    assert "| f | 0.5000 ± 0.6210 (n=3) |" in md  # t(0.975, 2) * 0.25 / sqrt(3)
+    assert "| b | 3.2000 ± 0.2484 (n=3) | - |" in md
+
+
+def test_cli_refuses_bad_arguments_with_one_line_and_creates_nothing(tmp_path: Path, capsys) -> None:
+    storage = tmp_path / "sweeps"
+    assert main(["confirm", "nosuch", "--storage", str(storage)]) == 2
+    assert main(["confirm", "nosuch", "--storage", str(storage), "--horizons", "0x"]) == 2
+    assert main(["confirm", "nosuch", "--storage", str(storage), "--lm-eval-limit", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("sweep: error: name: no sweep 'nosuch'")
+    assert err[1].startswith("sweep: error: --horizons:") and err[2].startswith("sweep: error: --lm-eval-limit:")
+    assert not storage.exists()
