@@ -171,7 +171,10 @@ def resolution_text(res: Resolution | None) -> list[str]:
             f"{len(res.unresolved)} of {res.n_comparisons} comparisons found \"{NO_DIFFERENCE}\" for differences "
             f"({sizes[0]:.4f} to {sizes[-1]:.4f} nats) smaller than what {res.n_seeds} seeds can resolve at their "
             f"own paired std: those verdicts say little about whether the shapes differ. Resolving differences of "
-            f"that size would take {need} seeds (`sweep plan-seeds --effect X --std Y`).")
+            f"that size would take {need} seeds (`sweep plan-seeds --effect X --std Y`)."
+            + (f" With {res.n_seeds} seeds each std rests on {res.n_seeds - 1} degree(s) of freedom: these seed "
+               "counts are rough; measure the std on more seeds (`sweep plan-seeds --from-sweep`)."
+               if res.n_seeds <= 3 else ""))
     else:
         lines.append(f"Every \"{NO_DIFFERENCE}\" concerns a difference the {res.n_seeds} seeds could have resolved.")
     if res.n_comparisons > 1:

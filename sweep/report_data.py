@@ -9,6 +9,7 @@ sqlite store that does not exist is refused *before* MLflow would create an empt
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,6 +88,14 @@ class SweepRecord:
     @property
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.location.tracking_uri)
+
+
+def quiet_store_logs() -> None:
+    """Silence MLflow's INFO lines about its sqlite schema ("Creating initial MLflow database tables..."),
+    printed on stderr each time a process opens a store: a reading command's output and its one-line errors
+    should be ours alone. For CLI commands; a library caller keeps its own logging setup."""
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def locate_sweep(name: str, storage_path: str | None = None, tracking_uri: str | None = None,

@@ -63,10 +63,10 @@ def _result(g: Group, step: int, status: str) -> dict:
             "per_seed": per_seed}
 
 
-def write_sweep(storage: Path, name: str, groups: list[Group], seeds: int) -> str:
+def write_sweep(storage: Path, name: str, groups: list[Group], seeds: int, **config) -> str:
     """A sweep folder with sweep.yaml and an sqlite MLflow store filled through the real callback."""
     raw = load_yaml(DEMO_CONFIG)
-    raw.update(name=name, storage=str(storage), seeds=list(range(seeds)))
+    raw.update(name=name, storage=str(storage), seeds=list(range(seeds)), **config)
     cfg = SweepConfig.from_dict(raw)
     Path(cfg.sweep_dir).mkdir(parents=True)
     Path(cfg.sweep_dir, "sweep.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

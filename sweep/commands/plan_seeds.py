@@ -1,9 +1,13 @@
 """``sweep plan-seeds``: how many seeds a paired comparison needs to resolve a schedule effect.
 
     sweep plan-seeds --effect 0.002 --std 0.0014 [--alpha 0.01] [--power 0.8]
+    sweep plan-seeds --effect 0.002 --from-sweep demo [--storage ./sweeps] [--tracking-uri URI]
 
 Prints power against the number of seeds (exact noncentral t, two-sided paired t-test) and the answer.
 ``--std`` is the standard deviation of the *paired per-seed differences* (see `sweep.seed_planner`).
+``--from-sweep`` measures it on a finished sweep's baseline groups instead: the std of paired differences
+between two baselines that share seeds when there are two, else sqrt(2) x the pooled within-group std of
+final val loss (the independent-seeds bound); ``--effect`` then defaults to the sweep's `verdict.effect`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="How many seeds a paired comparison (two-sided paired t-test) needs to detect an effect "
                     "in final loss, from the exact noncentral-t power.",
     )
-    parser.add_argument("--effect", type=float, required=True,
-                        help="smallest difference in final loss worth detecting, in nats (e.g. 0.002)")
-    parser.add_argument("--std", type=float, required=True,
+    parser.add_argument("--effect", type=float, default=None,
+                        help="smallest difference in final loss worth detecting, in nats (e.g. 0.002); with "
+                             "--from-sweep, default: the sweep's verdict.effect")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--std", type=float, default=None,
                         help="std of the paired per-seed differences of final loss, in nats (e.g. 0.0014); "
                              "sqrt(2) x one group's seed std if seeds were independent")
+    source.add_argument("--from-sweep", metavar="NAME", default=None,
+                        help="measure the std on this finished sweep's baseline groups (read from MLflow)")
+    parser.add_argument("--storage", default=None, help="with --from-sweep: the sweep's storage (default ./sweeps)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="with --from-sweep: read this MLflow store instead of the one in sweep.yaml")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"test level (default {DEFAULT_ALPHA})")
     parser.add_argument("--power", type=float, default=DEFAULT_POWER, help=f"target power (default {DEFAULT_POWER})")
     parser.add_argument("--max-seeds", type=int, default=MAX_SEEDS,
@@ -40,14 +51,21 @@ def run(args: argparse.Namespace) -> int:
 
     # Validate every option first, naming it the way the user typed it.
     for option, value in (("--effect", args.effect), ("--std", args.std)):
-        if not value > 0 or value == float("inf"):
+        if value is not None and (not value > 0 or value == float("inf")):
             raise ConfigError(option, f"must be a finite number > 0, got {value}")
     for option, value in (("--alpha", args.alpha), ("--power", args.power)):
         if not 0.0 < value < 1.0:
             raise ConfigError(option, f"must be strictly between 0 and 1, got {value}")
     if args.max_seeds < 2:
         raise ConfigError("--max-seeds", f"must be >= 2, got {args.max_seeds}")
-    plan = plan_seeds(args.effect, args.std, args.alpha, args.power, args.max_seeds)
+    if args.from_sweep is None and (args.storage is not None or args.tracking_uri is not None):
+        raise ConfigError("--storage" if args.storage is not None else "--tracking-uri", "only with --from-sweep")
+    effect, std = args.effect, args.std
+    if args.from_sweep is not None:
+        effect, std = _from_sweep(args)
+    elif effect is None:
+        raise ConfigError("--effect", "required (the smallest difference in final loss worth detecting, in nats)")
+    plan = plan_seeds(effect, std, args.alpha, args.power, args.max_seeds)
     print(f"paired two-sided t-test, effect {plan.effect:g} nats, std of paired differences {plan.std:g} "
           f"(effect/std = {plan.effect / plan.std:.3g}), alpha {plan.alpha:g}")
     print(f"{'seeds':>6}  {'power':>6}")
@@ -59,3 +77,28 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"{plan.required} seeds needed for power {plan.power:g} at alpha {plan.alpha:g}")
     return 0
+
+
+def _from_sweep(args: argparse.Namespace) -> tuple[float, float]:
+    """(effect, std) with the std measured on the sweep's finished baselines; prints what was measured."""
+    from sweep.report_content import baseline_noise
+    from sweep.report_data import locate_sweep, quiet_store_logs, read_sweep
+
+    quiet_store_logs()
+    location = locate_sweep(args.from_sweep, args.storage, args.tracking_uri)
+    effect = args.effect
+    if effect is None:
+        effect = location.config.verdict.effect if location.config is not None else None
+        if effect is None:
+            raise ConfigError("--effect", f"required: sweep {args.from_sweep!r} sets no verdict.effect")
+    noise = baseline_noise(read_sweep(location).groups)
+    picked = noise.planning_std()
+    if picked is None:
+        raise ConfigError("--from-sweep", f"sweep {args.from_sweep!r} has no finished baseline group with two or more "
+                                          "seeds: no seed std to measure")
+    print(f"measured on sweep {args.from_sweep!r}, baselines {', '.join(noise.groups)}:")
+    print(f"  pooled within-group std of final val_loss: {noise.within_std:.5f} nats ({noise.within_df} df)")
+    if noise.paired_std is not None:
+        print(f"  std of paired differences between baselines: {noise.paired_std:.5f} nats ({noise.paired_df} df)")
+    print(f"  planning with {picked[0]:.5f} nats: {picked[1]}")
+    return effect, picked[0]
