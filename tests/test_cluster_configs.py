@@ -199,6 +199,7 @@ def test_sweep_storage_data_and_artifacts_are_on_the_shared_pvc():
 def test_rayjob_entrypoints_parse_and_name_configs_that_validate():
     parser = build_parser()
     jobs = {j["metadata"]["name"]: j for j in by_kind("RayJob")}
+    (workdir,) = re.findall(r"^WORKDIR (\S+)$", (REPO / "docker" / "Dockerfile").read_text(), re.M)
     commands = set()
     cfgs = {c.name: c for c in sweep_configs()}
     for name, job in jobs.items():
@@ -208,6 +209,8 @@ def test_rayjob_entrypoints_parse_and_name_configs_that_validate():
         args = parser.parse_args(words[1:])
         runtime_env = yaml.safe_load(job["spec"].get("runtimeEnvYAML") or "{}")
         assert not any(is_secret_key(k) for k in (runtime_env.get("env_vars") or {})), name
+        # Relative config paths resolve in the image's copy of the repository.
+        assert runtime_env["working_dir"] == workdir, name
         if args.command == "run":
             cfg = SweepConfig.from_yaml(REPO / args.config)  # exists in the repo and validates
             assert cfg.name in cfgs
