@@ -8,6 +8,9 @@ skipped because it resumed past it is dropped, since it can never be complete).
 
 The final result is never produced by `add`: the group trial asks for it with `finish` only after every
 seed's `fit()` has returned, so it cannot race the seeds' last reports.
+
+Every result also carries `rung_loss`, what ASHA compares (`sweep.rung_metrics`): the chosen rung metric
+at a rung, the raw mean val loss between rungs, the final mean val loss (or the penalty) at the end.
 """
 
 from __future__ import annotations
@@ -15,9 +18,17 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from sweep.rung_metrics import RUNG_KEY, RungScorer
+
 RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 _MEAN_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "lr_multiplier")
 _PER_SEED_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "tokens_per_s", "mfu", "step", "status")
+
+
+def train_run_name(trial_id: str, seed: int | str) -> str:
+    """The run name of one seed of a group (`per_seed[...]["train_run"]`; the Ray Train run name of a GPT
+    seed run): fixed, so a restored trial resumes the same run."""
+    return f"{trial_id}-seed{seed}"
 
 
 def _mean(values: list[float]) -> float:
@@ -28,8 +39,10 @@ def _mean(values: list[float]) -> float:
 class GroupAggregator:
     """Collects (seed, metrics) reports and yields the group results that became complete."""
 
-    def __init__(self, seeds: list[int], train_runs: Mapping[int, str], penalty: float | None = None):
+    def __init__(self, seeds: list[int], train_runs: Mapping[int, str], penalty: float | None = None,
+                 scorer: RungScorer | None = None):
         self.seeds = [str(s) for s in seeds]
+        self.scorer = scorer or RungScorer()
         self.train_runs = {str(k): v for k, v in train_runs.items()}
         self.penalty = penalty
         self.reports: dict[str, dict[int, dict[str, Any]]] = {s: {} for s in self.seeds}
@@ -63,7 +76,9 @@ class GroupAggregator:
             if all(have):
                 if all(self.reports[s][step].get("final") for s in self.seeds):
                     break  # the final result waits for finish()
-                out.append(self._aggregate({s: self.reports[s][step] for s in self.seeds}, step, RUNNING))
+                result = self._aggregate({s: self.reports[s][step] for s in self.seeds}, step, RUNNING)
+                result[RUNG_KEY] = self.scorer.score(step, self.last_emitted, result.get("val_loss", math.nan), self.reports)
+                out.append(result)
                 self.last_emitted = step
                 continue
             # A seed that has reported past `step` without reporting it resumed beyond it: drop the step.
@@ -102,7 +117,7 @@ class GroupAggregator:
         step = max(int(m["step"]) for m in latest.values())
         result = self._aggregate(latest, max(step, self.last_emitted + 1), DIVERGED)
         penalty = float("nan") if self.penalty is None else float(self.penalty)
-        result["val_loss"] = penalty
+        result["val_loss"] = result[RUNG_KEY] = penalty
         result["val_bpb"] = float("nan")
         return result
 
@@ -125,4 +140,24 @@ class GroupAggregator:
         step = max(step, self.last_emitted + 1)  # keep `step` strictly increasing for ASHA
         status = FINISHED if all(self.final[s].get("status") == FINISHED for s in self.seeds) else DIVERGED
         result = self._aggregate(self.final, step, status)
+        result[RUNG_KEY] = result.get("val_loss", float("nan"))  # at the end every metric is the final loss
         return result
+
+    # -----------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a restarted group needs to continue exactly (JSON-able): every report so far and which
+        results went out. The simulated group trial stores it with each checkpoint."""
+        return {
+            "reports": {s: [per[k] for k in sorted(per)] for s, per in self.reports.items()},
+            "final": list(self.final),
+            "last_emitted": self.last_emitted,
+            "diverged_seeds": list(self.diverged_seeds),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Undo of `state_dict` (into an aggregator built with the same seeds)."""
+        for s, rows in state["reports"].items():
+            self.reports[str(s)] = {int(m["step"]): dict(m) for m in rows}
+        self.final = {str(s): self.reports[str(s)][max(self.reports[str(s)])] for s in state["final"]}
+        self.last_emitted = int(state["last_emitted"])
+        self.diverged_seeds = [str(s) for s in state["diverged_seeds"]]

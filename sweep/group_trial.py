@@ -26,7 +26,8 @@ from ray.train.v2.api.callback import UserCallback
 from ray.tune import Callback
 from ray.util.queue import Empty, Queue
 
-from sweep.group_results import GroupAggregator
+from sweep.group_results import GroupAggregator, train_run_name
+from sweep.rung_metrics import COOLDOWN, RungScorer
 from trainable.ray_trainable import StopSignal, train_worker
 
 _POLL_S = 0.5
@@ -100,12 +101,12 @@ def seed_trainer_config(config: dict[str, Any], seed: int) -> dict[str, Any]:
     trainer["schedule"] = dict(config["schedule"])
     trainer["seed"] = int(seed)
     trainer["data_seed"] = int(seed)
+    if config.get("rung_metric") == COOLDOWN and config.get("probe_steps"):
+        # The trainer forks a cooldown probe at the first eval at or after each of ASHA's milestones and
+        # reports val_loss_cooldown there (trainable.cooldown_probe).
+        trainer["eval"] = {**(trainer.get("eval") or {}), "probe_steps": [int(s) for s in config["probe_steps"]],
+                           "probe_frac": float(config["cooldown_frac"])}
     return trainer
-
-
-def train_run_name(trial_id: str, seed: int) -> str:
-    """The Ray Train run name of one seed of a group: fixed, so a restored trial resumes the same run."""
-    return f"{trial_id}-seed{seed}"
 
 
 def build_seed_trainer(
@@ -153,7 +154,8 @@ def group_trial(config: dict[str, Any]) -> None:
     # (and the seed runs with it) when the actor goes.
     stop = StopSignal.options(name=stop_signal_name(trial_id), get_if_exists=True).remote()
     runs = [_SeedRun(s, build_seed_trainer(config, trial_id, s, queue, stop)) for s in seeds]
-    agg = GroupAggregator(seeds, {s: train_run_name(trial_id, s) for s in seeds}, config.get("divergence_penalty"))
+    agg = GroupAggregator(seeds, {s: train_run_name(trial_id, s) for s in seeds}, config.get("divergence_penalty"),
+                          RungScorer.from_trial_config(config))
     for run in runs:
         run.start()
 

@@ -21,6 +21,12 @@ run gives the same curve whenever it is asked, and a resumed run continues bit-f
 
 Divergence (optional): when the LR first exceeds `diverge_lr`, the run ends at that step with status
 ``diverged`` and NaN losses, as the trainer reports a blow-up.
+
+Cooldown probe (optional, `probe_steps`/`probe_frac`, the GPT trainer's conventions of
+`trainable.cooldown_probe`): at the first eval at or after each probe step e, the report also carries
+``val_loss_cooldown`` = the law's loss after the run's LRs so far followed by k = max(1, round(probe_frac x e))
+1-sqrt steps from the current multiplier to the schedule's final one, plus this seed's offset and an
+independent noise draw: the exact analogue of forking the run, annealing it and evaluating the fork.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -42,7 +48,10 @@ from search_spaces.errors import ConfigError
 from trainable.loss_law import MultiPowerLaw, get_law, infer_warmup_steps
 from trainable.reporting import Hooks, Report, TrainResult
 
-__all__ = ["SimulatorConfig", "simulate", "noiseless_final_loss", "simulated_losses"]
+__all__ = [
+    "SimulatorConfig", "simulate", "iter_reports", "noiseless_final_loss", "simulated_losses", "cooldown_probe_loss",
+    "probe_plan",
+]
 
 # Same folder naming as trainable.checkpoint (not imported: that module pulls in torch, which a simulated
 # sweep of thousands of trials should not pay for).
@@ -158,7 +167,7 @@ def _normal(cfg: SimulatorConfig, *key: int) -> float:
 
 
 # Streams of draws, so val noise, train noise and the seed offset never share a draw.
-_OFFSET, _VAL, _TRAIN = 0, 1, 2
+_OFFSET, _VAL, _TRAIN, _PROBE = 0, 1, 2, 3
 
 
 def _divergence_step(lrs: np.ndarray, cfg: SimulatorConfig) -> int | None:
@@ -214,6 +223,46 @@ def simulated_losses(
     return val, train
 
 
+def probe_plan(cfg: SimulatorConfig, probe_steps: Any, probe_frac: float) -> dict[int, int]:
+    """{eval step: probe length k} as the GPT trainer plans it: a probe step maps to the first eval at or
+    after it (steps past the horizon never fire), k = max(1, round(probe_frac x eval step))."""
+    if not (isinstance(probe_frac, (int, float)) and not isinstance(probe_frac, bool) and 0 < probe_frac <= 1):
+        raise ConfigError("probe_frac", f"must be in (0, 1], got {probe_frac!r}")
+    grid = eval_steps(cfg)
+    plan: dict[int, int] = {}
+    for s in probe_steps or ():
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1:
+            raise ConfigError("probe_steps", f"expected step counts >= 1, got {s!r}")
+        if s > cfg.total_steps:
+            continue
+        at = next(e for e in grid if e >= s)
+        plan[at] = max(1, int(round(probe_frac * at)))
+    return dict(sorted(plan.items()))
+
+
+def _probe_lrs(lrs: np.ndarray, step: int, k: int) -> np.ndarray:
+    """The LRs of a probe forked after `step` steps: the run's first `step` LRs, then k steps of 1-sqrt
+    from the last LR taken down to the schedule's final LR (its floor), the last one exactly at it."""
+    current, floor = lrs[step - 1], lrs[-1]
+    tail = floor + (current - floor) * (1.0 - np.sqrt(np.arange(1, k + 1, dtype=np.float64) / k))
+    tail[-1] = floor
+    return np.concatenate([lrs[:step], tail])
+
+
+def cooldown_probe_loss(cfg: SimulatorConfig, schedule: Schedule, seed: int, step: int, k: int) -> float:
+    """`seed`'s val loss after a k-step 1-sqrt cooldown probe forked at `step` (noise included).
+
+    The noiseless part is the law at the end of the probe's LR sequence (its warmup is the run's: the probe
+    never goes above the peak); the seed's offset applies as to every run of the seed; the noise is a draw of
+    its own (stream `_PROBE`, keyed by run and step), independent of the main run's val noise.
+    """
+    _, lrs = _absolute_lrs(schedule, cfg)
+    probe = _probe_lrs(lrs, step, k)
+    clean = min(cfg.law_params().final_loss(probe, infer_warmup_steps(probe)), cfg.initial_loss)
+    offset = cfg.seed_offset_std * _normal(cfg, _OFFSET, seed)
+    return clean + offset + cfg.noise_std * _normal(cfg, _PROBE, seed, _run_key(lrs), step)
+
+
 def noiseless_final_loss(schedule: Schedule, cfg: SimulatorConfig) -> float:
     """The law's final loss for `schedule` under `cfg`, without noise: the ground truth a sweep should find.
 
@@ -253,20 +302,21 @@ def _resume_step(resume_from: str | Path, cfg: SimulatorConfig) -> int:
     return step
 
 
-def simulate(
-    cfg: SimulatorConfig, schedule: Schedule, seed: int, hooks: Hooks | None = None,
-    resume_from: str | Path | None = None,
-) -> TrainResult:
-    """Run one simulated seed: report at every eval step (and the end), like `trainable.train.train`.
+def iter_reports(
+    cfg: SimulatorConfig, schedule: Schedule, seed: int, resume_from: str | Path | None = None,
+    probe_steps: Any = (), probe_frac: float = 0.2,
+) -> Iterator[Report]:
+    """The reports of one simulated seed run, one per eval step, produced lazily (a caller that stops
+    iterating has stopped the run: later steps are never computed, checkpointed or slept for).
 
-    `resume_from`: a checkpoint folder this function wrote (`step_*` with `meta.json`); the run continues
-    after that step with exactly the values the uninterrupted run reports. `TrainResult.lrs` holds the
-    LRs of the steps run here; `train_losses` stays empty (the simulator models report points only).
+    Arguments as for `simulate`. A checkpoint folder is written (when `cfg.checkpoint_dir` is set) before
+    its report is yielded, so a caller that keeps the report's `checkpoint_dir` can resume from it.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError("seed", f"expected an integer >= 0, got {seed!r}")
     seed = int(seed)
     mults, lrs = _absolute_lrs(schedule, cfg)
+    plan = probe_plan(cfg, probe_steps, probe_frac)
     start = 0 if resume_from is None else _resume_step(resume_from, cfg)
     blow_up = _divergence_step(lrs, cfg)
     points = [s for s in eval_steps(cfg) if s > start]
@@ -275,8 +325,6 @@ def simulate(
     ordinary = [s for s in points if s != blow_up]  # the blow-up step reports NaN losses, no draw needed
     val, train = simulated_losses(cfg, schedule, seed, ordinary) if ordinary else (np.array([]), np.array([]))
 
-    result = TrainResult(status="finished", step=start, tokens=start * cfg.tokens_per_step,
-                         total_steps=cfg.total_steps, start_step=start, final_metrics={})
     started = time.perf_counter()
     last_step, last_time = start, started
     for i, step in enumerate(points):
@@ -298,17 +346,45 @@ def simulate(
             "tokens_per_s": (step - last_step) * cfg.tokens_per_step / max(now - last_time, 1e-9),
             "elapsed_s": now - started,
         }
+        if step in plan and not diverged:
+            probe = cooldown_probe_loss(cfg, schedule, seed, step, plan[step])
+            metrics["val_loss_cooldown"] = probe
+            metrics["val_bpb_cooldown"] = probe / (_LN2 * cfg.bytes_per_token)
+        if plan:
+            # Extra steps the probes so far cost (the trainer's compute-accounting key).
+            metrics["probe_steps_run"] = sum(k for at, k in plan.items() if at <= step)
         if final:
             metrics["status"] = "diverged" if diverged else "finished"
         ckpt = None if diverged else _write_checkpoint(cfg, step, seed)
-        report = Report(step, tokens, metrics, ckpt, final)
+        last_step, last_time = step, now
+        yield Report(step, tokens, metrics, ckpt, final)
+        if diverged:
+            return
+
+
+def simulate(
+    cfg: SimulatorConfig, schedule: Schedule, seed: int, hooks: Hooks | None = None,
+    resume_from: str | Path | None = None, probe_steps: Any = (), probe_frac: float = 0.2,
+) -> TrainResult:
+    """Run one simulated seed: report at every eval step (and the end), like `trainable.train.train`.
+
+    `resume_from`: a checkpoint folder this function wrote (`step_*` with `meta.json`); the run continues
+    after that step with exactly the values the uninterrupted run reports. `probe_steps`/`probe_frac`: the
+    cooldown probes (module docstring), as `eval.probe_steps`/`eval.probe_frac` of the GPT trainer.
+    `TrainResult.lrs` holds the LRs of the steps run here; `train_losses` stays empty (the simulator models
+    report points only).
+    """
+    _, lrs = _absolute_lrs(schedule, cfg)
+    start = 0 if resume_from is None else _resume_step(resume_from, cfg)
+    result = TrainResult(status="finished", step=start, tokens=start * cfg.tokens_per_step,
+                         total_steps=cfg.total_steps, start_step=start, final_metrics={})
+    for report in iter_reports(cfg, schedule, seed, resume_from, probe_steps, probe_frac):
         if hooks is not None:
             hooks.on_report(report)
         result.reports.append(report)
-        last_step, last_time = step, now
-        if diverged:
+        if report.metrics.get("status") == "diverged":
             result.status = "diverged"
-            break
+    last_step = result.reports[-1].step if result.reports else start
     result.step = last_step
     result.tokens = last_step * cfg.tokens_per_step
     result.lrs = [float(x) for x in lrs[start:last_step]]
