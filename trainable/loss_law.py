@@ -43,6 +43,7 @@ __all__ = [
     "infer_warmup_steps",
     "list_laws",
     "predict_final_loss",
+    "default_prior",
 ]
 
 @dataclass(frozen=True)
@@ -281,6 +282,12 @@ def predict_final_loss(
     lrs = _check_lrs(lrs)
     w = infer_warmup_steps(lrs) if warmup_steps is None else warmup_steps
     return fit(steps, losses, lrs, w, init=prior, prior_strength=prior_strength).final_loss(lrs, w)
+
+
+def default_prior(lrs: np.ndarray) -> MultiPowerLaw:
+    """The prior to use when nothing better is known: the middle paper preset (`mpl_100m`) moved to the
+    peak LR of `lrs` (B and C rescaled so their dimensionless forms stay the paper's)."""
+    return _moved_preset(LAW_PRESETS["mpl_100m"], float(np.max(_check_lrs(lrs))))
 
 
 class _Space:
