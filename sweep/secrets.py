@@ -140,9 +140,12 @@ def _redact_record(record: logging.LogRecord, secrets: list[str]) -> None:
     if clean != message:
         record.msg, record.args = clean, None
     if record.exc_info and record.exc_info[1] is not None:
-        # Handlers format the traceback later from exc_info; leave them a redacted rendering instead.
-        record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info), secrets)
-        record.exc_info = None
+        # Handlers format the traceback later from exc_info; when it holds a secret, leave them a redacted
+        # rendering instead (and the exception object itself no longer travels with the record).
+        text = logging.Formatter().formatException(record.exc_info)
+        clean_tb = redact_text(text, secrets)
+        if clean_tb != text:
+            record.exc_text, record.exc_info = clean_tb, None
 
 
 _installed: list[str] | None = None
