@@ -100,13 +100,18 @@ def prepare_data(cfg: SweepConfig) -> None:
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GroupResources:
-    """What one seed group holds while it runs: seeds x workers Train workers."""
+    """What one seed group holds while it runs: seeds x workers Train workers (the simulator: the trial's
+    own process only)."""
 
     cpus: float
     gpus: float
 
 
 def group_resources(cfg: SweepConfig) -> GroupResources:
+    """What one group holds. A simulated group runs its seeds inside the trial (no Train workers), so it
+    takes `resources.cpus_per_worker` CPUs once: a fraction of a CPU lets several groups run at once."""
+    if cfg.backend == "simulator":
+        return GroupResources(cpus=cfg.resources.cpus_per_worker, gpus=0.0)
     n = len(cfg.seeds) * cfg.resources.workers
     return GroupResources(cpus=n * cfg.resources.cpus_per_worker, gpus=float(n) if cfg.resources.use_gpu else 0.0)
 
@@ -171,6 +176,11 @@ def load_saved_config(storage_path: str, name: str) -> SweepConfig:
 def _trainable(cfg: SweepConfig):
     from ray import tune
 
+    if cfg.backend == "simulator":
+        from sweep.sim_trial import sim_group_trial
+
+        # The seeds run inside the trial: its resources are the group's, and Tune queues groups by them.
+        return tune.with_resources(sim_group_trial, {"cpu": group_resources(cfg).cpus})
     from sweep.group_trial import group_trial
 
     # The trial itself only coordinates; its seeds' Train workers reserve the real resources. Tune refuses
@@ -179,9 +189,11 @@ def _trainable(cfg: SweepConfig):
 
 
 def _callbacks(cfg: SweepConfig) -> list:
-    from sweep.group_trial import GroupStopper
+    callbacks: list = []
+    if cfg.backend != "simulator":  # simulated seeds run inside the trial and end with it
+        from sweep.group_trial import GroupStopper
 
-    callbacks: list = [GroupStopper()]
+        callbacks.append(GroupStopper())
     try:
         from sweep.progress import SweepProgress
 
@@ -207,8 +219,9 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
     """A new Tuner for `cfg` (the sweep folder must not hold another sweep)."""
     from ray import tune
 
+    from sweep.rung_metrics import RUNG_KEY
     from sweep.scheduler import PersistentASHA
-    from sweep.searcher import METRIC, MODE, GroupSearcher
+    from sweep.searcher import MODE, GroupSearcher
 
     searcher = GroupSearcher(
         space=cfg.search_space, seeds=list(cfg.seeds), baselines=list(cfg.baselines), budget=cfg.budget,
@@ -218,9 +231,10 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
     scheduler = None
     if cfg.scheduler.enabled:
         # max_t above the last step: ASHA stopping a trial exactly at max_t killed the Train controller
-        # mid-shutdown (ray-mlflow-facts.md); finished groups end on their own.
+        # mid-shutdown (ray-mlflow-facts.md); finished groups end on their own. ASHA compares `rung_loss`
+        # (the configured rung metric, sweep.rung_metrics); Optuna still gets the final mean val_loss.
         scheduler = PersistentASHA(
-            state_path=storage.join(cfg.sweep_dir, ASHA_FILE), time_attr="step", metric=METRIC, mode=MODE,
+            state_path=storage.join(cfg.sweep_dir, ASHA_FILE), time_attr="step", metric=RUNG_KEY, mode=MODE,
             max_t=cfg.max_step() + 1, grace_period=cfg.scheduler.grace_period,
             reduction_factor=cfg.scheduler.reduction_factor,
         )
@@ -229,10 +243,15 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=len(cfg.baselines) + cfg.budget,
             max_concurrent_trials=max_concurrent,
+            # Simulated groups take milliseconds: a fresh actor per group (a process importing scipy) would
+            # dominate. GPT groups keep fresh actors (their Train runs are owned by the trial's actor).
+            reuse_actors=cfg.backend == "simulator",
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=cfg.sweep_dir, callbacks=_callbacks(cfg), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
+            # Only simulated groups checkpoint through Tune; their latest checkpoint is all a resume needs.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
 
