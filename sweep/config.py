@@ -125,11 +125,13 @@ class SchedulerSection:
         )
 
     def milestones(self, max_step: int) -> list[int]:
-        """ASHA's rung milestones below `max_step`, lowest first: grace_period x reduction_factor^k."""
-        out, m = [], float(self.grace_period)
-        while m < max_step:
-            out.append(int(round(m)))
-            m *= self.reduction_factor
+        """ASHA's rung milestones below `max_step`, lowest first: grace_period x reduction_factor^k, rounded
+        up (ASHA decides at the first result with step >= the exact milestone, so a probe planned at the
+        rounded-up step lands on that very result)."""
+        out, k = [], 0
+        while (m := self.grace_period * self.reduction_factor ** k) < max_step:
+            out.append(int(math.ceil(m - 1e-9)))
+            k += 1
         return out
 
 
