@@ -6,8 +6,10 @@ nothing. This subclass writes the rungs to `<sweep>/asha_state.json` whenever th
 back the first time it is used after a restore. Trial ids survive a restore, so the records stay valid.
 
 It decides on group results: `time_attr="step"` (our own step count, monotonic across restores, unlike
-`training_iteration`), `metric="val_loss"` (the group's mean over seeds), so a group continues or stops as
-one.
+`training_iteration`), `metric="rung_loss"` (the group's rung metric, `sweep.rung_metrics`: the mean val loss,
+the mean cooldown-probe loss or the mean predicted final loss over seeds), so a group continues or stops as
+one. A NaN `rung_loss` (the metric could not be computed) lets the group pass that rung and stays out of the
+rung's cutoff (Ray takes the percentile with `np.nanpercentile`); the JSON state keeps it as `NaN`.
 """
 
 from __future__ import annotations
