@@ -105,32 +105,62 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
+def _params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 @dataclass
 class ForkState:
-    """Everything a probe changes, copied to host memory so that `restore` puts it back bit for bit."""
+    """Everything a probe changes, copied to host memory so that `restore` puts it back bit for bit.
+
+    Restoring copies *into* the live tensors (parameters, buffers, Adam moments) rather than loading new
+    ones: no second copy of the optimizer state is ever allocated on the device, and every reference to
+    those tensors (the optimizer's, DDP's, a compiled module's) stays valid.
+    """
 
     model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
+    optimizer: list[dict[str, Any] | None]  # per parameter, in param_groups order; None: no state yet
+    groups: list[dict[str, Any]]  # param_groups' hyperparameters (lr, betas, ...)
     loader: dict[str, Any]
     rng: dict[str, Any]
 
     @classmethod
     def capture(cls, trainer: Forkable) -> "ForkState":
+        opt = trainer.optimizer
         return cls(
             model=_to_cpu(trainer.raw_model.state_dict()),
-            optimizer=_to_cpu(trainer.optimizer.state_dict()),
+            optimizer=[_to_cpu(dict(opt.state[p])) if p in opt.state else None for p in _params(opt)],
+            groups=[{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups],
             loader=dict(trainer.loader.state_dict()),
             rng=_rng_state(trainer.device),
         )
 
     def restore(self, trainer: Forkable) -> None:
-        # load_state_dict copies into the existing parameters, so the optimizer, DDP and a compiled
-        # module keep pointing at the same tensors.
-        trainer.raw_model.load_state_dict(self.model)
-        trainer.optimizer.load_state_dict(self.optimizer)
-        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.raw_model.load_state_dict(self.model)  # copies into the existing parameters and buffers
+        opt = trainer.optimizer
+        with torch.no_grad():
+            for p, saved in zip(_params(opt), self.optimizer):
+                if saved is None:
+                    opt.state.pop(p, None)
+                    continue
+                live = opt.state[p]
+                for key in [k for k in live if k not in saved]:
+                    del live[key]
+                for key, value in saved.items():
+                    if isinstance(value, torch.Tensor) and isinstance(live.get(key), torch.Tensor):
+                        live[key].copy_(value)
+                    else:
+                        live[key] = value.to(p.device) if isinstance(value, torch.Tensor) else value
+        for group, saved in zip(opt.param_groups, self.groups):
+            group.update(saved)
+        opt.zero_grad(set_to_none=True)
         trainer.loader.load_state_dict(self.loader)
         _set_rng_state(self.rng, trainer.device)
+
+    def nbytes(self) -> int:
+        """Host memory held by the tensors of this fork (the model and optimizer copies)."""
+        tensors = list(self.model.values()) + [v for d in self.optimizer if d for v in d.values()]
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def run_probe(trainer: Forkable, step: int, peak_lr: float, current: float, floor: float, k: int) -> ProbeResult:
