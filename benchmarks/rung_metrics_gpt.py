@@ -1,0 +1,246 @@
+"""Rung metrics on the tiny GPT: how well each metric taken at a rung ranks schedule shapes by final val loss.
+
+    python benchmarks/rung_metrics_gpt.py [--steps 120] [--rung 40] [--interval 8] [--probe-frac 0.2]
+        [--samples 5] [--seeds 0 1] [--lr 3e-3] [--batch 4] [--seq-len 64] [--eval-tokens 4096]
+        [--max-minutes 14] [--out /tmp/rung_metrics_gpt.json]
+    python benchmarks/rung_metrics_gpt.py --fork-cost gpt2-124m
+
+Issue #5, section 5 (tiny-GPT part). Shapes: every preset (default arguments) plus `--samples` draws from
+the `full` search space (numpy rng seeded with `--shape-seed`). Each (shape, seed) is one single-process run
+of the real trainer (`trainable.train.train`) on the bundled corpus, T = `--steps`, evaluating every
+`--interval` steps on the same `--eval-tokens` val tokens, with `eval.probe_steps: [rung]`. At the rung
+(the first eval at or after `--rung`) it takes:
+
+- raw:       the val loss there;
+- cooldown:  `val_loss_cooldown`, the trainer's cooldown probe (`trainable.cooldown_probe`);
+- predicted: the Multi-Power-Law prediction of the final loss from the val-loss points up to the rung
+             (`trainable.loss_law.predict_final_loss` with `default_prior` and prior strength 0.01, the
+             settings of the sweep's `predicted` rung metric; NaN below 4 points);
+
+and prints, per seed and for the seed means, the Spearman correlation of each with the final val loss.
+Runs are saved to `--out` as they finish and reused when the same settings are run again, so a run cut
+short by `--max-minutes` (or Ctrl-C) continues where it stopped.
+
+`--fork-cost MODEL` instead measures what one probe fork holds in host memory and how long capture and
+restore take, for a model after one optimizer step (CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from search_spaces import get_preset, get_search_space, list_presets  # noqa: E402
+
+PRIOR_STRENGTH = 0.01  # as sweep's `predicted` rung metric
+MIN_FIT_POINTS = 4
+METRICS = ("raw", "cooldown", "predicted")
+
+
+def shapes(samples: int, shape_seed: int) -> list[tuple[str, dict]]:
+    """(name, schedule dict): every preset, then `samples` draws from the `full` space."""
+    out = [(name, {"preset": name}) for name in list_presets()]
+    rng = np.random.default_rng(shape_seed)
+    space = get_search_space("full")
+    out += [(f"full_{i}", space.sample(rng).to_dict()) for i in range(samples)]
+    return out
+
+
+def run_config(args: argparse.Namespace, schedule: dict, seed: int) -> dict:
+    """The trainer config of one run (a plain dict: it is also the cache key in the output file)."""
+    return {
+        "model": "tiny",
+        "data": {"bundled": True},
+        "schedule": schedule,
+        "optimizer": {"lr": args.lr},
+        "horizon": {"steps": args.steps},
+        "batch": {"micro_batch_size": args.batch, "seq_len": args.seq_len, "grad_accum": 1},
+        "eval": {"interval": args.interval, "max_tokens": args.eval_tokens,
+                 "probe_steps": [args.rung], "probe_frac": args.probe_frac},
+        "seed": seed,
+        "data_seed": seed,
+        "device": "cpu",
+    }
+
+
+class _Keep:
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+
+    def on_report(self, report) -> None:
+        self.reports.append(dict(report.metrics))
+
+
+def train_one(cfg_dict: dict) -> dict:
+    """Train one run; its reports (step, val_loss, ... val_loss_cooldown) and wall time."""
+    from trainable.config import TrainConfig
+    from trainable.train import train
+
+    hooks = _Keep()
+    started = time.perf_counter()
+    result = train(TrainConfig.from_dict(cfg_dict), hooks=hooks)
+    keep = ("step", "lr_multiplier", "train_loss", "val_loss", "val_bpb", "val_loss_cooldown", "probe_steps_run")
+    return {
+        "status": result.status,
+        "seconds": time.perf_counter() - started,
+        "reports": [{k: r[k] for k in keep if k in r} for r in hooks.reports],
+    }
+
+
+def rung_metrics(run: dict, cfg_dict: dict, rung: int) -> dict[str, float]:
+    """raw / cooldown / predicted at the rung and the final val loss of one finished run."""
+    from trainable.config import TrainConfig
+    from trainable.loss_law import default_prior, predict_final_loss
+
+    reports = run["reports"]
+    at = next(r for r in reports if r["step"] >= rung)
+    cfg = TrainConfig.from_dict(cfg_dict)
+    lrs = cfg.optimizer.lr * cfg.build_schedule().multipliers(cfg.total_steps())
+    seen = [r for r in reports if r["step"] <= at["step"] and math.isfinite(r["val_loss"])]
+    predicted = math.nan
+    if len(seen) >= MIN_FIT_POINTS:
+        try:
+            predicted = predict_final_loss([r["step"] for r in seen], [r["val_loss"] for r in seen], lrs,
+                                           prior=default_prior(lrs), prior_strength=PRIOR_STRENGTH)
+        except (ValueError, np.linalg.LinAlgError) as err:
+            print(f"  predicted: fit failed ({err})", flush=True)
+    return {
+        "raw": at["val_loss"],
+        "cooldown": at.get("val_loss_cooldown", math.nan),
+        "predicted": float(predicted),
+        "final": reports[-1]["val_loss"] if run["status"] == "finished" else math.nan,
+        "rung_step": at["step"],
+        "probe_steps_run": reports[-1].get("probe_steps_run", 0),
+    }
+
+
+def spearman(x: list[float], y: list[float]) -> tuple[float, int]:
+    """Spearman's rho over the pairs where both are finite, and how many there were."""
+    from scipy.stats import spearmanr
+
+    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
+    if len(pairs) < 3:
+        return math.nan, len(pairs)
+    rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+    return float(rho), len(pairs)
+
+
+def summarise(table: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -> str:
+    """The per-shape table and the Spearman rows, as Markdown."""
+    lines = ["| shape | " + " | ".join(f"raw s{s} | cooldown s{s} | predicted s{s} | final s{s}" for s in seeds) + " |",
+             "| --- |" + " --- | --- | --- | --- |" * len(seeds)]
+    for name, per_seed in table.items():
+        cells = []
+        for s in seeds:
+            m = per_seed.get(s)
+            cells += [f"{m[k]:.4f}" if m and math.isfinite(m[k]) else "-" for k in ("raw", "cooldown", "predicted", "final")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| Spearman with final val loss | " + " | ".join(METRICS) + " |", "| --- |" + " --- |" * len(METRICS)]
+    groups = [(f"seed {s}", [s]) for s in seeds] + ([("mean over seeds", seeds)] if len(seeds) > 1 else [])
+    for label, group in groups:
+        names = [n for n in table if all(s in table[n] for s in group)]
+        final = [float(np.mean([table[n][s]["final"] for s in group])) for n in names]
+        cells = []
+        for metric in METRICS:
+            values = [float(np.mean([table[n][s][metric] for s in group])) for n in names]
+            rho, n = spearman(values, final)
+            cells.append(f"{rho:.3f} (n={n})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fork_cost(model: str) -> None:
+    """Host bytes of one probe fork, and capture / restore seconds, for `model` after one step (CPU)."""
+    import torch
+
+    from trainable.config import TrainConfig
+    from trainable.cooldown_probe import ForkState
+    from trainable.distributed import setup_distributed, teardown_distributed
+    from trainable.train import Trainer
+
+    cfg = TrainConfig.from_dict({"model": model, "data": {"bundled": True}, "horizon": {"steps": 10},
+                                 "batch": {"micro_batch_size": 1, "seq_len": 64}, "device": "cpu"})
+    env = setup_distributed("cpu")
+    try:
+        trainer = Trainer(cfg, env, hooks=None)
+        trainer.train_step()  # creates the Adam moments
+        params = sum(p.numel() * p.element_size() for p in trainer.raw_model.parameters())
+        t0 = time.perf_counter()
+        fork = ForkState.capture(trainer)
+        t1 = time.perf_counter()
+        fork.restore(trainer)
+        t2 = time.perf_counter()
+        print(f"{model}: parameters {params / 2**20:.0f} MiB; fork holds {fork.nbytes() / 2**20:.0f} MiB of host "
+              f"memory ({fork.nbytes() / params:.2f}x the parameters); capture {t1 - t0:.2f} s, restore {t2 - t1:.2f} s "
+              f"(torch {torch.__version__}, CPU)", flush=True)
+    finally:
+        teardown_distributed(env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=120, help="horizon T")
+    p.add_argument("--rung", type=int, default=40, help="the rung step (first eval at or after it)")
+    p.add_argument("--interval", type=int, default=8, help="eval interval")
+    p.add_argument("--probe-frac", type=float, default=0.2, help="cooldown probe length / steps so far")
+    p.add_argument("--samples", type=int, default=5, help="shapes drawn from the `full` space, besides the presets")
+    p.add_argument("--shape-seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--lr", type=float, default=3e-3, help="peak LR")
+    p.add_argument("--batch", type=int, default=4, help="micro-batch size")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--eval-tokens", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--max-minutes", type=float, default=14.0, help="start no new run after this long")
+    p.add_argument("--out", default="/tmp/rung_metrics_gpt.json", help="runs, saved as they finish")
+    p.add_argument("--fork-cost", metavar="MODEL", help="only measure one fork's memory and time for MODEL")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.fork_cost:
+        fork_cost(args.fork_cost)
+        return 0
+
+    out = Path(args.out)
+    saved: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    runs: dict[str, Any] = saved.get("runs", {})
+    started = time.perf_counter()
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    all_shapes = shapes(args.samples, args.shape_seed)
+    for seed in args.seeds:  # seed-major: a run cut short still has whole seeds to correlate
+        for name, schedule in all_shapes:
+            cfg_dict = run_config(args, schedule, seed)
+            key = json.dumps(cfg_dict, sort_keys=True)
+            if key not in runs:
+                if (time.perf_counter() - started) / 60 > args.max_minutes:
+                    print(f"time budget spent: skipping {name} seed {seed}", flush=True)
+                    continue
+                runs[key] = train_one(cfg_dict)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"runs": runs}, indent=1))
+            m = rung_metrics(runs[key], cfg_dict, args.rung)
+            table.setdefault(name, {})[seed] = m
+            print(f"{name:28s} seed {seed}: raw {m['raw']:.4f} cooldown {m['cooldown']:.4f} predicted "
+                  f"{m['predicted']:.4f} final {m['final']:.4f} (rung at {m['rung_step']}, "
+                  f"{runs[key]['seconds']:.0f} s)", flush=True)
+    print()
+    print(f"T={args.steps}, rung {args.rung}, eval every {args.interval} on {args.eval_tokens} val tokens, probe "
+          f"{args.probe_frac} x steps so far, lr {args.lr}, batch {args.batch}x{args.seq_len}, "
+          f"{len(table)} shapes, seeds {args.seeds}, {(time.perf_counter() - started) / 60:.1f} min")
+    print(summarise(table, args.seeds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
