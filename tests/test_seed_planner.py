@@ -11,7 +11,8 @@ from scipy import stats
 from search_spaces.errors import ConfigError
 from sweep.cli import main
 from sweep.seed_planner import (
-    difference_std_from_group, paired_power, paired_std, plan_seeds, required_seeds, seed_warning,
+    detectable_effect, difference_std_from_group, measure_noise, paired_power, paired_std, plan_seeds, pooled_std,
+    required_seeds, seed_warning,
 )
 
 
@@ -111,3 +112,32 @@ def test_cli_defaults_mirror_the_planner():
 
     assert (command.DEFAULT_ALPHA, command.DEFAULT_POWER, command.MAX_SEEDS) == (
         seed_planner.DEFAULT_ALPHA, seed_planner.DEFAULT_POWER, seed_planner.MAX_SEEDS)
+
+
+@pytest.mark.parametrize("n", [2, 4, 9])
+def test_detectable_effect_inverts_the_power(n):
+    effect = detectable_effect(n, 0.0014)
+    assert paired_power(n, effect, 0.0014) == pytest.approx(0.8, abs=1e-6)
+    assert paired_power(n, effect * 0.99, 0.0014) < 0.8 < paired_power(n, effect * 1.01, 0.0014)
+    assert simulated_power(n, effect, 0.0014, 0.01) == pytest.approx(0.8, abs=0.01)
+    assert detectable_effect(1, 0.0014) is None
+
+
+def test_two_seed_power_stays_finite():
+    # scipy's nct.cdf gave NaN in the lower tail for 1 degree of freedom and a large noncentrality.
+    powers = [paired_power(2, e, 0.0014) for e in np.linspace(0.001, 0.5, 200)]
+    assert all(math.isfinite(p) for p in powers) and powers == sorted(powers)
+
+
+def test_pooled_std_and_measured_noise():
+    a, b, c = [3.30, 3.31, 3.29], [3.32, 3.335, 3.31], [2.0]
+    std, df = pooled_std([a, b, c])  # the one-value group carries no spread
+    assert df == 4
+    assert std == pytest.approx(math.sqrt((np.var(a, ddof=1) * 2 + np.var(b, ddof=1) * 2) / 4), rel=1e-12)
+    assert pooled_std([[1.0], []]) is None
+    noise = measure_noise({"x": dict(enumerate(a)), "y": dict(enumerate(b)), "z": {0: 1.0}})
+    assert noise.pairs == (("x", "y"),) and noise.paired_df == 2  # z shares a single seed: no pair
+    assert noise.paired_std == pytest.approx(np.std(np.subtract(b, a), ddof=1), rel=1e-12)
+    assert noise.planning_std()[0] == noise.paired_std
+    alone = measure_noise({"x": dict(enumerate(a))})
+    assert alone.paired_std is None and alone.planning_std()[0] == pytest.approx(math.sqrt(2) * np.std(a, ddof=1))
