@@ -136,13 +136,20 @@ def write_plots(record: SweepRecord, ranked: Sequence[RankedGroup], unranked: Se
     schedules = {g.name: g.schedule for g in chosen if g.schedule is not None}
     if schedules and record.total_steps:
         written["schedules"] = plot_schedules(schedules, int(record.total_steps), out / SCHEDULES_PNG)
-    curves = {g.name: metric_curves(record, g) for g in chosen}
+    fetched: dict[str, dict] = {}  # group id -> seed curves: a group can be in both figures, read it once
+
+    def seed_curves(group: GroupRecord) -> dict:
+        if group.group_id not in fetched:
+            fetched[group.group_id] = metric_curves(record, group)
+        return fetched[group.group_id]
+
+    curves = {g.name: seed_curves(g) for g in chosen}
     curves = {k: v for k, v in curves.items() if any(v.values())}
     if curves:
         written["curves"] = plot_curve_overlay(curves, out / CURVES_PNG,
                                                title=f"{record.location.name}: top shapes and baselines")
     panel_groups = ([r.group for r in ranked] + list(unranked))[:MAX_PANELS]
-    panels = {f"{g.name} {g.status}": metric_curves(record, g) for g in panel_groups}
+    panels = {f"{g.name} {g.status}": seed_curves(g) for g in panel_groups}
     panels = {k: v for k, v in panels.items() if any(v.values())}
     if panels:
         written["panels"] = plot_curve_panels(panels, out / PANELS_PNG)
