@@ -208,6 +208,11 @@ def _callbacks(cfg: SweepConfig) -> list:
                 tracking_uri=cfg.tracking_uri, experiment_name=cfg.experiment, sweep_name=cfg.name,
                 sweep_config=cfg.to_dict(), total_steps=cfg.max_step(), seeds=list(cfg.seeds),
                 search_space=getattr(cfg.search_space, "name", "inline"),
+                # Without a tracking server, MLflow's default artifact root is ./mlruns of the driver's working
+                # folder, which differs between a run and its resume (a new Ray job, a new head) and dies with
+                # the head: keep artifacts in the sweep folder instead (tests/test_shared_storage.py).
+                artifact_location=None if cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
+                else f"{cfg.sweep_dir}/mlartifacts",
             )
         )
     except ImportError:
