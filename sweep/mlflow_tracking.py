@@ -235,8 +235,14 @@ class MLflowSweepCallback(Callback):
             tags = run.data.tags
             key = (tags.get(TAG_KIND, ""), tags.get(TAG_GROUP, ""), tags.get(TAG_SEED, ""))
             self._runs.setdefault(key, run.info.run_id)  # oldest first: a stray duplicate never wins
-            if TAG_LAST_STEP in tags:
-                self._last_step[run.info.run_id] = int(tags[TAG_LAST_STEP])
+            # The sqlite store commits a log_batch's metrics and its tags in separate transactions: a driver
+            # killed between them left step s logged with the tag still at the step before, and s was logged
+            # again after the resume (seen in the confirmation resume test). The latest logged metric steps
+            # (what search_runs returns with each run) close that gap.
+            steps = [int(tags[TAG_LAST_STEP])] if TAG_LAST_STEP in tags else []
+            steps += [int(m.step) for m in getattr(run.data, "_metric_objs", ())]
+            if steps:
+                self._last_step[run.info.run_id] = max(steps)
 
     def _end_sweep(self, trials: list) -> None:
         if self.sweep_run_id is None:
