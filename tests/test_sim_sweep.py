@@ -125,13 +125,17 @@ def read_sim_trials(tune_dir: Path) -> list[dict]:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_two_hundred_simulated_groups_through_the_whole_service(tmp_path: Path) -> None:
-    d = sim_sweep(tmp_path, name="sim200", budget=198)
+    # A result every 500 steps, rungs at 500 and 1000: the driver's cost is per result and per group (MLflow
+    # runs, the schedule plot), so fewer results per group keep 200 groups affordable.
+    d = sim_sweep(tmp_path, name="sim200", budget=198,
+                  simulator={"law": "mpl_25m", "total_steps": 2000, "eval_interval": 500},
+                  scheduler={"grace_period": 500, "reduction_factor": 2, "rung_metric": "cooldown"})
     path = tmp_path / "sim200.yaml"
     path.write_text(yaml.safe_dump(d))
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=tmp_path,
                           env={**ray_env(tmp_path), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=1800)
     wall = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     print(f"200 simulated groups: sweep run took {wall:.1f} s")
@@ -154,7 +158,7 @@ def test_two_hundred_simulated_groups_through_the_whole_service(tmp_path: Path) 
             stopped += 1
             assert last["status"] == "running" and last["step"] < 2000
         for r in results:
-            if r["step"] in (250, 500, 1000) and r["status"] == "running":
+            if r["step"] in (500, 1000) and r["status"] == "running":
                 gaps.append(r[RUNG_KEY] - r["val_loss"])  # the cooldown probe's gain at a rung
     assert finished >= 2 and stopped >= 100, (finished, stopped)
     assert len(gaps) >= 200 and all(g < 0 for g in gaps)
@@ -167,7 +171,7 @@ def test_two_hundred_simulated_groups_through_the_whole_service(tmp_path: Path) 
     assert states.count(TrialState.PRUNED) == sum(t["results"][-1]["status"] == "running" for t in searched)
 
     asha = json.loads((sweep_dir / "asha_state.json").read_text())
-    first_rung = next(rec for m, rec in asha["rungs"] if m == 250)
+    first_rung = next(rec for m, rec in asha["rungs"] if m == 500)
     assert len(first_rung) == 200 and asha["num_stopped"] == stopped
 
     import mlflow
