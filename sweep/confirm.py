@@ -73,6 +73,43 @@ def confirm_seeds(sweep_seeds: Sequence[int], n: int) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+@dataclass(frozen=True)
+class ConfirmSettings:
+    """What `sweep confirm` runs: a `confirm:` block of a YAML file, or the command-line flags (which win).
+
+        confirm: {top: 2, horizons: [1x, 2x, 4x], seeds: 5, lm_eval_tasks: default, lm_eval_limit: null}
+    """
+
+    top: int = 2
+    horizons: tuple[float, ...] = (1.0, 2.0, 4.0)
+    seeds: int = 5
+    lm_eval_tasks: str = "default"
+    lm_eval_limit: int | None = None
+
+    @staticmethod
+    def parse(d: Any, path: str = "confirm") -> "ConfirmSettings":
+        from trainable.config_checks import check_int, check_keys
+
+        d = {} if d is None else check_keys(d, {"top", "horizons", "seeds", "lm_eval_tasks", "lm_eval_limit"}, path)
+        out = ConfirmSettings()
+        horizons = d.get("horizons", out.horizons)
+        if isinstance(horizons, (list, tuple)):
+            horizons = ",".join(str(h) for h in horizons)
+        tasks = d.get("lm_eval_tasks", out.lm_eval_tasks)
+        if isinstance(tasks, (list, tuple)):
+            tasks = ",".join(str(t) for t in tasks)
+        if not isinstance(tasks, str) or not tasks.strip():
+            raise ConfigError(f"{path}.lm_eval_tasks", f"expected default, local, none or task names, got {tasks!r}")
+        limit = d.get("lm_eval_limit")
+        return ConfirmSettings(
+            top=check_int(d.get("top", out.top), f"{path}.top", 1),
+            horizons=parse_horizons(str(horizons), f"{path}.horizons"),
+            seeds=check_int(d.get("seeds", out.seeds), f"{path}.seeds", 1),
+            lm_eval_tasks=tasks,
+            lm_eval_limit=None if limit is None else check_int(limit, f"{path}.lm_eval_limit", 1),
+        )
+
+
 # ---- the searched sweep's groups ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SweepGroup:

@@ -164,3 +164,20 @@ def test_cli_refuses_bad_arguments_with_one_line_and_creates_nothing(tmp_path: P
     assert err[0].startswith("sweep: error: name: no sweep 'nosuch'")
     assert err[1].startswith("sweep: error: --horizons:") and err[2].startswith("sweep: error: --lm-eval-limit:")
     assert not storage.exists()
+
+
+def test_confirm_block_gives_defaults_flags_win_and_bad_fields_are_named(tmp_path: Path, capsys) -> None:
+    from sweep.cli import build_parser
+    from sweep.commands.confirm import settings
+    from sweep.confirm import ConfirmSettings
+
+    path = tmp_path / "c.yaml"
+    path.write_text("confirm: {top: 3, horizons: [1x, 4x], seeds: 4, lm_eval_tasks: [schedsweep_mc]}\n")
+    args = build_parser().parse_args(["confirm", "s", "--config", str(path), "--seeds", "6"])
+    assert settings(args) == ConfirmSettings(top=3, horizons=(1.0, 4.0), seeds=6, lm_eval_tasks="schedsweep_mc")
+    assert settings(build_parser().parse_args(["confirm", "s"])) == ConfirmSettings()
+    for block, field in (("{top: 0}", "confirm.top"), ("{horizons: [1x, 0x]}", "confirm.horizons"),
+                         ("{seed: 3}", "confirm.seed")):
+        path.write_text(f"confirm: {block}\n")
+        assert main(["confirm", "s", "--config", str(path), "--storage", str(tmp_path / "sweeps")]) == 2
+        assert capsys.readouterr().err.startswith(f"sweep: error: {field}")

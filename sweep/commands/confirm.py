@@ -3,6 +3,7 @@
     sweep confirm demo --top 2 --horizons 1x,2x,4x --seeds 5                 # real lm-eval tasks (hub)
     sweep confirm demo --top 1 --horizons 1x,2x --seeds 3 --lm-eval-tasks local   # offline test tasks
     sweep confirm demo ... --lm-eval-tasks none                               # no downstream evaluation
+    sweep confirm demo --config confirm.yaml       # a `confirm:` block gives the defaults; flags win
 
 Runs the K best finished shapes of sweep NAME plus its baselines at every horizon over N seeds (one stage sweep
 `NAME.confirm-<f>x` per horizon, see `sweep.confirm`), evaluates the final checkpoints of the longest horizon
@@ -27,12 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("confirm", help="re-run a sweep's finalists and baselines at longer horizons "
                                    "and on more seeds, then report and evaluate downstream")
     parser.add_argument("name", help="the finished sweep to confirm")
-    parser.add_argument("--top", type=int, default=2, help="finalists: the K best finished shapes (default 2)")
-    parser.add_argument("--horizons", default="1x,2x,4x", help="factors of the sweep's horizon (default 1x,2x,4x)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per group, the same for all (default 5)")
+    parser.add_argument("--config", default=None,
+                        help="a YAML file whose `confirm:` block sets the defaults of the flags below")
+    parser.add_argument("--top", type=int, default=None, help="finalists: the K best finished shapes (default 2)")
+    parser.add_argument("--horizons", default=None, help="factors of the sweep's horizon (default 1x,2x,4x)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per group, the same for all (default 5)")
     parser.add_argument("--storage", default="./sweeps", help="the sweep's storage (default ./sweeps)")
     parser.add_argument("--overwrite", action="store_true", help="delete existing stages of this confirmation first")
-    parser.add_argument("--lm-eval-tasks", default="default",
+    parser.add_argument("--lm-eval-tasks", default=None,
                         help="default (wikitext, lambada_openai, arc_easy, hellaswag, piqa, winogrande; needs the "
                              "Hugging Face hub), local (small offline tasks in the repo), none, or a comma list")
     parser.add_argument("--lm-eval-limit", type=int, default=None, help="at most this many items per task")
@@ -55,16 +58,36 @@ def lm_eval_tasks(value: str) -> list[str]:
     return tasks
 
 
+def settings(args: argparse.Namespace):
+    """The `confirm:` block of --config (if given) with the command-line flags laid over it."""
+    from sweep.confirm import ConfirmSettings, parse_horizons
+
+    block = None
+    if args.config is not None:
+        from trainable.config import load_yaml
+
+        raw = load_yaml(args.config)
+        block = raw.get("confirm") if isinstance(raw, dict) else None
+    base = ConfirmSettings.parse(block)
+    return ConfirmSettings(
+        top=base.top if args.top is None else args.top,
+        horizons=base.horizons if args.horizons is None else parse_horizons(args.horizons),
+        seeds=base.seeds if args.seeds is None else args.seeds,
+        lm_eval_tasks=base.lm_eval_tasks if args.lm_eval_tasks is None else args.lm_eval_tasks,
+        lm_eval_limit=base.lm_eval_limit if args.lm_eval_limit is None else args.lm_eval_limit,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    from sweep.confirm import parse_horizons, plan_confirmation, run_confirmation
+    from sweep.confirm import plan_confirmation, run_confirmation
     from sweep.config import parse_storage
 
     storage = parse_storage(args.storage, "--storage")
-    factors = parse_horizons(args.horizons)
-    tasks = lm_eval_tasks(args.lm_eval_tasks)
-    if args.lm_eval_limit is not None and args.lm_eval_limit < 1:
-        raise ConfigError("--lm-eval-limit", f"must be >= 1, got {args.lm_eval_limit}")
-    plan = plan_confirmation(storage, args.name, args.top, factors, args.seeds)
+    chosen = settings(args)
+    tasks = lm_eval_tasks(chosen.lm_eval_tasks)
+    if chosen.lm_eval_limit is not None and chosen.lm_eval_limit < 1:
+        raise ConfigError("--lm-eval-limit", f"must be >= 1, got {chosen.lm_eval_limit}")
+    plan = plan_confirmation(storage, args.name, chosen.top, chosen.horizons, chosen.seeds)
     stages = run_confirmation(plan, overwrite=args.overwrite)
     planned = len(plan.groups)
     ended = {label: [g for g in groups if g.outcome.status != "running"] for label, groups in stages.items()}
@@ -74,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     downstream: dict[str, Any] = {}
     if tasks and plan.sweep.backend == "trainer":
-        code = max(code, _downstream(plan, stages, tasks, args, downstream))
+        code = max(code, _downstream(plan, stages, tasks, args.lm_eval_device, chosen.lm_eval_limit, downstream))
     paths = report(plan, stages, downstream)
     print(f"\nconfirmation of {args.name!r}: report {paths['report']}\n  plot   {paths['plot']}", flush=True)
     errored = any(g.outcome.status != "finished" for groups in stages.values() for g in groups)
     return max(code, 1 if errored else 0)
 
 
-def _downstream(plan, stages, tasks: list[str], args: argparse.Namespace, out: dict[str, Any]) -> int:
+def _downstream(plan, stages, tasks: list[str], device: str, limit: int | None, out: dict[str, Any]) -> int:
     """lm-eval on the longest horizon's final checkpoints, into MLflow and `out`; 1 when it failed."""
     from sweep.confirm import horizon_label
     from sweep.confirm_lm_eval import by_metric, evaluate_stage, log_to_mlflow
@@ -89,7 +112,7 @@ def _downstream(plan, stages, tasks: list[str], args: argparse.Namespace, out: d
     label = horizon_label(plan.factors[-1])
     stage = plan.stages[-1]
     try:
-        results = evaluate_stage(stage, stages[label], tasks, device=args.lm_eval_device, limit=args.lm_eval_limit)
+        results = evaluate_stage(stage, stages[label], tasks, device=device, limit=limit)
     except Exception as err:  # a missing dataset (offline) must not cost the report
         print(f"sweep confirm: lm-eval failed ({err!r}); offline, use --lm-eval-tasks local or none",
               file=sys.stderr, flush=True)
