@@ -8,6 +8,8 @@ import math
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,7 @@ def sweep_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(channel.ENV_STAGE_DIR, str(tmp_path / "stage"))
     monkeypatch.setenv("RANK", "0")
     (tmp_path / "stage").mkdir()
+    channel.write_ack(tmp_path / "reports.jsonl", 10**6)  # as if a launcher had relayed everything already
     return tmp_path
 
 
@@ -93,6 +96,20 @@ def test_report_on_rank_0_snapshots_the_checkpoint(sweep_env: Path, monkeypatch:
         hook.report(step=1, val_loss="low")
 
 
+def test_report_returns_once_the_launcher_has_relayed_it(sweep_env: Path) -> None:
+    path = sweep_env / "reports.jsonl"
+    channel.write_ack(path, hook._sent)  # everything before this report was relayed, this one not yet
+
+    def relay() -> None:
+        time.sleep(0.5)
+        channel.write_ack(path, hook._sent)
+
+    threading.Thread(target=relay).start()
+    t0 = time.monotonic()
+    assert hook.report(step=4, val_loss=1.0)
+    assert time.monotonic() - t0 >= 0.45
+
+
 def test_report_file_reader_takes_only_complete_lines(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     reader = channel.ReportReader(path)
@@ -116,15 +133,13 @@ def test_metrics_parser_reads_seed_003_lines() -> None:
     assert parser.parse("TRAIN_METRICS: step=8000, train_loss=abc, val_loss=2.4") is None
 
 
-def state(code=None, idle=0.0, stop=False, tail=("hello",), stderr=()) -> dict:
-    return {"exit_code": code, "idle_s": idle, "tail": list(tail), "stderr_tail": list(stderr), "log": "/x/rank.log",
-            "stop": stop}
+def state(code=None, idle=0.0, tail=("hello",), stderr=()) -> dict:
+    return {"exit_code": code, "idle_s": idle, "tail": list(tail), "stderr_tail": list(stderr), "log": "/x/rank.log"}
 
 
 def test_launcher_decisions_name_the_script_and_show_the_output() -> None:
     kw = dict(script="/a/train.py", horizon=12, timeout_s=30.0, reported=1, last_step=4)
     assert judge([state(), state()], **kw) == ("continue", "")
-    assert judge([state(stop=True), state(code=1)], **kw)[0] == "stop"
     action, msg = judge([state(), state(code=3, stderr=["Traceback", "ValueError: boom"])], **kw)
     assert action == "fail" and "train.py exited with code 3 on rank 1" in msg and "ValueError: boom" in msg
     assert "killed by SIGKILL" in judge([state(code=-9), state()], **kw)[1]

@@ -10,8 +10,8 @@
   alone, T is `total_steps` or `$SCHEDSWEEP_HORIZON_STEPS`.
 * `lr_multiplier_at_fraction(frac)`: the same shape over a wall-clock budget (parameter-golf's warmdown
   style): `frac` = elapsed / budget in [0, 1].
-* `report(...)`: on rank 0 sends the values to the sweep (every other rank's call does nothing). A report
-  at step >= T is the run's last one. `checkpoint`: a folder the script has completely written for this
+* `report(...)`: on rank 0 sends the values to the sweep (every other rank's call does nothing) and returns
+  once the sweep has them (typically within a second). A report at step >= T is the run's last one. `checkpoint`: a folder the script has completely written for this
   step; it is copied before `report` returns, so the script may overwrite it afterwards.
 * `resume_checkpoint()`: the folder of the latest reported checkpoint when the sweep restarts this run
   (same files the script reported), else None.
@@ -67,6 +67,9 @@ _schedule: Any = None
 _schedule_spec: str | None = None
 _last_multiplier: float | None = None
 _warned_horizon = False
+_sent = 0  # reports written by this process
+# How long `report` waits for the launcher to relay a report; past it the script goes on (never hangs on us).
+_RELAY_WAIT_S = float(os.environ.get("SCHEDSWEEP_RELAY_WAIT_S", "600"))
 
 
 def in_sweep() -> bool:
@@ -168,7 +171,18 @@ def report(step: int, *, val_loss: float, train_loss: float | None = None, val_b
     if checkpoint is not None:
         record["checkpoint"] = _snapshot(Path(checkpoint), int(step))
     channel.write_record(path, record)
+    global _sent
+    _sent += 1
+    _wait_relayed(path, _sent)
     return True
+
+
+def _wait_relayed(path: str, count: int) -> None:
+    """Block until the launcher has handed report number `count` to the sweep (as the built-in trainer's
+    report does): a run the sweep stops then ends at this report instead of training on meanwhile."""
+    deadline = time.monotonic() + _RELAY_WAIT_S
+    while channel.read_ack(path) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _snapshot(folder: Path, step: int) -> str:

@@ -12,6 +12,7 @@ Pure Python: imported by `trainable.hook`, which must stay free of torch and ray
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,27 @@ ENV_STAGE_DIR = "SCHEDSWEEP_STAGE_DIR"  # rank 0 only: where the hook snapshots 
 ENV_RESUME_DIR = "SCHEDSWEEP_RESUME_DIR"  # the checkpoint folder to resume from, on every rank
 ENV_STOP_FILE = "SCHEDSWEEP_STOP_FILE"  # exists once the sweep wants the run to end
 ENV_SEED = "SCHEDSWEEP_SEED"  # the seed of this run of the group
+
+
+def ack_path(report_file: str | Path) -> Path:
+    """Where the launcher writes how many reports it has relayed (the hook waits on it: back-pressure)."""
+    return Path(str(report_file) + ".ack")
+
+
+def write_ack(report_file: str | Path, count: int) -> None:
+    """Record that `count` reports have reached the sweep (atomic: a reader never sees a partial number)."""
+    path = ack_path(report_file)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(count))
+    os.replace(tmp, path)
+
+
+def read_ack(report_file: str | Path) -> int:
+    """How many reports the launcher has relayed so far (0 before the first)."""
+    try:
+        return int(ack_path(report_file).read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
 
 
 def write_record(path: str | Path, record: dict[str, Any]) -> None:

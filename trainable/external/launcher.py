@@ -100,12 +100,10 @@ def judge(states: list[dict[str, Any]], *, script: str, horizon: int, timeout_s:
           reported: int, last_step: int | None) -> tuple[str, str]:
     """What to do after one poll, from every rank's state (the same answer on every rank).
 
-    Returns ("continue" | "stop" | "fail", message). `reported`: reports relayed so far; `last_step`: the
-    step of the latest one. Called only while the final report has not been relayed.
+    Returns ("continue" | "fail", message). `reported`: reports relayed so far; `last_step`: the step of
+    the latest one. Called only while the final report has not been relayed (and no stop was requested).
     """
     name = Path(script).name
-    if states[0].get("stop"):
-        return "stop", "stop requested"
     for rank, st in enumerate(states):
         code = st["exit_code"]
         if code not in (None, 0):
@@ -257,6 +255,7 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
     if rank == 0:
         report_file = run_dir / "reports.jsonl"
         report_file.unlink(missing_ok=True)
+        channel.ack_path(report_file).unlink(missing_ok=True)
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
         env.update({channel.ENV_REPORT_FILE: str(report_file), channel.ENV_STAGE_DIR: str(stage)})
@@ -284,7 +283,7 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
 def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, group: Any, horizon: int,
            stop_signal: Any, reader: channel.ReportReader | None, printed: "queue.Queue[dict[str, Any]]",
            relay: _Relay | None, stop_file: Path) -> None:
-    reported, last_step, done_status = 0, None, None
+    reported, received, last_step, done_status = 0, 0, None, None
     while True:
         code = proc.exit_code()  # before draining: once it has ended, every report is already there
         state: dict[str, Any] = {"exit_code": code, "idle_s": proc.idle_s(), "tail": proc.last_lines(),
@@ -297,6 +296,9 @@ def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, gro
             state["reports"] = [(relay.metrics(r), r.get("checkpoint")) for r in records]
             state["stop"] = stop_requested(stop_signal)
         states = _gather(state, world, group)
+        if states[0].get("stop"):
+            stop_file.touch()  # for scripts polling hook.should_stop() during the SIGTERM grace period
+            raise RunStopped(f"stop requested (rank {rank})")  # before relaying more, as the trainer does
         for metrics, ckpt in states[0]["reports"]:
             if done_status is not None:
                 break  # nothing after the last report reaches the sweep
@@ -304,15 +306,15 @@ def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, gro
             reported, last_step = reported + 1, metrics["step"]
             if metrics["final"]:
                 done_status = metrics["status"]
+        received += len(states[0]["reports"])
+        if rank == 0 and states[0]["reports"]:
+            channel.write_ack(reader.path, received)  # releases the script's waiting hook.report
         if done_status is not None:
             if done_status == "finished":
                 _wait_exit(proc, _DONE_GRACE_S)
             return
         action, message = judge(states, script=spec["path"], horizon=horizon, timeout_s=spec.get("timeout_s"),
                                 reported=reported, last_step=last_step)
-        if action == "stop":
-            stop_file.touch()  # for scripts polling hook.should_stop() during the SIGTERM grace period
-            raise RunStopped(f"stop requested (rank {rank})")
         if action == "fail":
             raise ScriptError(message)
         time.sleep(_POLL_S)

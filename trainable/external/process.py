@@ -9,6 +9,7 @@ the log file, to the tail kept for error messages, and stdout lines to `on_stdou
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import signal
 import subprocess
@@ -19,6 +20,19 @@ from typing import Callable, IO
 
 _TAIL_LINES = 30
 _READER_JOIN_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the launcher's thread ends (Linux PR_SET_PDEATHSIG).
+
+    Ray kills a worker without running our `finally` when its run is torn down from outside (the trial's
+    actor gone); the script, in a session of its own, would otherwise train on as an orphan.
+    """
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux/glibc: no such guard
 
 
 class ScriptProcess:
@@ -35,7 +49,7 @@ class ScriptProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "a", encoding="utf-8", errors="replace")
         self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
         self._readers = [
             threading.Thread(target=self._read, args=(self.proc.stdout, False), daemon=True),
             threading.Thread(target=self._read, args=(self.proc.stderr, True), daemon=True),
