@@ -2,14 +2,17 @@
 
     script:
       path: examples/nanogpt_style/train.py   # resolved against the folder `sweep run` starts in
-      args: [--batch-size, "8"]                # passed through unchanged
+      args: [--batch-size, "8", --seed, "{seed}", --out-dir, "{run_dir}/out"]   # placeholders filled per run
       env: {DATA_DIR: /data/fineweb}           # added to the script's environment on every rank
       horizon_steps: 400                       # T: the step count the schedule is stretched over
       metrics_regex: null                      # for scripts that only print: named groups step, val_loss, ...
       timeout_s: 600                           # no report and no output for this long: the seed run fails
 
 Validated like every other section: a bad value raises `ConfigError` naming `script.<field>`.
-The launch itself lives in `trainable.external`.
+The launch itself lives in `trainable.external` (see `trainable.external.launcher`): in `args` and `env`
+values, `{seed}` (the seed run's seed), `{horizon_steps}` and `{run_dir}` (a node-local folder of the seed
+run, for outputs that concurrent seeds must not share) are replaced; other braces are left alone. The
+script runs in its own folder, with the torchrun variables and `trainable.hook`'s environment.
 """
 
 from __future__ import annotations

@@ -116,3 +116,12 @@ def test_example_script_sweep_looks_like_the_built_in_trainers(tmp_path: Path) -
         assert all(run.data.params[k] == group_params[k] for k in shared)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
         assert steps[0] == 4 and all(s % 4 == 0 for s in steps)
+
+
+def test_the_example_sweep_config_is_valid_from_the_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep.config import SweepConfig
+
+    monkeypatch.chdir(REPO)
+    cfg = SweepConfig.from_dict(yaml.safe_load((EXAMPLE.parent / "sweep.yaml").read_text()))
+    assert cfg.backend == "script" and Path(cfg.script.path) == EXAMPLE and cfg.max_step() == 200
+    assert "{seed}" in cfg.script.args and "{run_dir}/out" in cfg.script.args
