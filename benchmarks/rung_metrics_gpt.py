@@ -2,7 +2,7 @@
 
     python benchmarks/rung_metrics_gpt.py [--steps 120] [--rung 40] [--interval 8] [--probe-frac 0.2]
         [--samples 5] [--seeds 0 1] [--lr 3e-3] [--batch 4] [--seq-len 64] [--eval-tokens 4096]
-        [--max-minutes 14] [--out /tmp/rung_metrics_gpt.json]
+        [--jobs 1] [--max-minutes 14] [--out /tmp/rung_metrics_gpt.json]
     python benchmarks/rung_metrics_gpt.py --fork-cost gpt2-124m
 
 Issue #5, section 5 (tiny-GPT part). Shapes: every preset (default arguments) plus `--samples` draws from
@@ -19,7 +19,8 @@ of the real trainer (`trainable.train.train`) on the bundled corpus, T = `--step
 
 and prints, per seed and for the seed means, the Spearman correlation of each with the final val loss.
 Runs are saved to `--out` as they finish and reused when the same settings are run again, so a run cut
-short by `--max-minutes` (or Ctrl-C) continues where it stopped.
+short by `--max-minutes` (or Ctrl-C) continues where it stopped. `--jobs N` trains N runs at a time in
+separate processes (each run is still one process, one torch thread by default).
 
 `--fork-cost MODEL` instead measures what one probe fork holds in host memory and how long capture and
 restore take, for a model after one optimizer step (CPU).
@@ -30,8 +31,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +83,17 @@ class _Keep:
         self.reports.append(dict(report.metrics))
 
 
-def train_one(cfg_dict: dict) -> dict:
-    """Train one run; its reports (step, val_loss, ... val_loss_cooldown) and wall time."""
+def train_one(cfg_dict: dict, threads: int = 1, deadline: float = math.inf) -> dict | None:
+    """Train one run; its reports (step, val_loss, ... val_loss_cooldown) and wall time. None when it would
+    start after `deadline` (a `time.time()` value)."""
+    if time.time() > deadline:
+        return None
+    import torch
+
     from trainable.config import TrainConfig
     from trainable.train import train
+
+    torch.set_num_threads(threads)
 
     hooks = _Keep()
     started = time.perf_counter()
@@ -200,15 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--eval-tokens", type=int, default=4096)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at a time (separate processes)")
     p.add_argument("--max-minutes", type=float, default=14.0, help="start no new run after this long")
     p.add_argument("--out", default="/tmp/rung_metrics_gpt.json", help="runs, saved as they finish")
     p.add_argument("--fork-cost", metavar="MODEL", help="only measure one fork's memory and time for MODEL")
     args = p.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
     if args.fork_cost:
+        import torch
+
+        torch.set_num_threads(args.threads)
         fork_cost(args.fork_cost)
         return 0
 
@@ -216,24 +227,34 @@ def main(argv: list[str] | None = None) -> int:
     saved: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     runs: dict[str, Any] = saved.get("runs", {})
     started = time.perf_counter()
-    table: dict[str, dict[int, dict[str, float]]] = {}
-    all_shapes = shapes(args.samples, args.shape_seed)
-    for seed in args.seeds:  # seed-major: a run cut short still has whole seeds to correlate
-        for name, schedule in all_shapes:
-            cfg_dict = run_config(args, schedule, seed)
-            key = json.dumps(cfg_dict, sort_keys=True)
-            if key not in runs:
-                if (time.perf_counter() - started) / 60 > args.max_minutes:
-                    print(f"time budget spent: skipping {name} seed {seed}", flush=True)
-                    continue
-                runs[key] = train_one(cfg_dict)
+    deadline = time.time() + 60 * args.max_minutes
+    # Seed-major: a benchmark cut short still has whole seeds to correlate.
+    plan = [(seed, name, run_config(args, schedule, seed)) for seed in args.seeds
+            for name, schedule in shapes(args.samples, args.shape_seed)]
+    todo = {json.dumps(c, sort_keys=True): c for _, _, c in plan if json.dumps(c, sort_keys=True) not in runs}
+    if todo:
+        ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no torch state shared with this one
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(train_one, c, args.threads, deadline): key for key, c in todo.items()}
+            for fut in as_completed(futures):
+                run = fut.result()
+                if run is None:
+                    continue  # past the time budget
+                runs[futures[fut]] = run
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps({"runs": runs}, indent=1))
-            m = rung_metrics(runs[key], cfg_dict, args.rung)
-            table.setdefault(name, {})[seed] = m
-            print(f"{name:28s} seed {seed}: raw {m['raw']:.4f} cooldown {m['cooldown']:.4f} predicted "
-                  f"{m['predicted']:.4f} final {m['final']:.4f} (rung at {m['rung_step']}, "
-                  f"{runs[key]['seconds']:.0f} s)", flush=True)
+                name = next(n for s, n, c in plan if json.dumps(c, sort_keys=True) == futures[fut])
+                print(f"trained {name} seed {todo[futures[fut]]['seed']} in {run['seconds']:.0f} s", flush=True)
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    for seed, name, cfg_dict in plan:
+        run = runs.get(json.dumps(cfg_dict, sort_keys=True))
+        if run is None:
+            print(f"time budget spent: no run of {name} seed {seed}", flush=True)
+            continue
+        m = rung_metrics(run, cfg_dict, args.rung)
+        table.setdefault(name, {})[seed] = m
+        print(f"{name:28s} seed {seed}: raw {m['raw']:.4f} cooldown {m['cooldown']:.4f} predicted "
+              f"{m['predicted']:.4f} final {m['final']:.4f} (rung at {m['rung_step']}, {run['seconds']:.0f} s)")
     print()
     print(f"T={args.steps}, rung {args.rung}, eval every {args.interval} on {args.eval_tokens} val tokens, probe "
           f"{args.probe_frac} x steps so far, lr {args.lr}, batch {args.batch}x{args.seq_len}, "
