@@ -1,10 +1,11 @@
 """No secret reaches MLflow params, tags, metric names or artifacts, nor the driver's output.
 
-The end-to-end test runs a real one-group sweep (`sweep run` in a subprocess: real Ray, real DDP over gloo,
-a real `mlflow server`) with credentials in the environment (MLflow's own MLFLOW_TRACKING_* variables plus
-an HF token) and a password in the tracking URI, then reads back everything the server holds and everything
-the driver printed, and looks for each secret string. The unit tests cover the rules themselves, including
-a secret under a secret-looking config key (only the `script:` backend's `env` admits free-form keys).
+The end-to-end test runs a real one-group sweep (`sweep run` in a subprocess: real Ray, a real torchrun-style
+launch of the example nanoGPT-style script through the `script:` backend, a real `mlflow server`) with
+credentials in three places: the environment (MLflow's own MLFLOW_TRACKING_* variables), a password in the
+tracking URI, and config values under secret-looking keys (`script.env.HF_TOKEN`, `script.env.WANDB_API_KEY`,
+the one section that admits free-form keys). It then reads back everything the server holds and everything
+the driver printed, and looks for each secret string. The unit tests cover the rules themselves.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 from servers import mlflow_server  # noqa: E402
-from test_sweep_run_helpers import ray_env, tiny_sweep  # noqa: E402
+from test_sweep_run_helpers import ray_env  # noqa: E402
 
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.mlflow_params import loggable_params, redact_config  # noqa: E402
@@ -29,6 +30,7 @@ from sweep.secrets import (MASK, config_secrets, env_secrets, install_log_redact
                            redact_text, redact_uri)
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "nanogpt_style" / "train.py"
 
 
 # ---- the rules ----------------------------------------------------------------------------------------
@@ -142,13 +144,22 @@ def test_no_secret_reaches_mlflow_or_driver_output(tmp_path: Path) -> None:
         "HF_TOKEN": "hf_" + uuid.uuid4().hex,
     }
     uri_password = "uripw-" + uuid.uuid4().hex
+    in_config = {"HF_TOKEN": "hf_" + uuid.uuid4().hex, "WANDB_API_KEY": "wandb-" + uuid.uuid4().hex}
     with mlflow_server(tmp_path / "mlflow") as server:
         authed = server.replace("http://", f"http://alice:{uri_password}@")
-        d = tiny_sweep(tmp_path, name="secretive", budget=0, baselines=["constant"], seeds=[0])
-        d["trainer"]["horizon"] = {"steps": 8}
-        d["resources"] = {"workers": 1, "cpus_per_worker": 1.0}
-        d["scheduler"] = {"enabled": False}
-        d["mlflow"] = {"tracking_uri": authed, "experiment": "secretive"}
+        d = {
+            "name": "secretive",
+            "script": {"path": str(EXAMPLE), "horizon_steps": 8,
+                       "args": ["--max-iters", "{horizon_steps}", "--eval-interval", "4", "--seed", "{seed}",
+                                "--out-dir", "{run_dir}/out", "--batch-size", "4"],
+                       "env": {"OMP_NUM_THREADS": "1", **in_config}, "timeout_s": 300},
+            "search_space": "wsd", "baselines": ["constant"], "budget": 0, "seeds": [0],
+            "scheduler": {"enabled": False},
+            "resources": {"workers": 1, "cpus_per_worker": 1.0},
+            "storage": str(tmp_path / "sweeps"),
+            "optuna": {"storage": f"sqlite:///{tmp_path}/optuna.db", "seed": 0},
+            "mlflow": {"tracking_uri": authed, "experiment": "secretive"},
+        }
         cfg_path = tmp_path / "secretive.yaml"
         cfg_path.write_text(yaml.safe_dump(d))
         env = {**ray_env(tmp_path), **secrets, "PYTHONPATH": str(REPO)}
@@ -168,6 +179,8 @@ def test_no_secret_reaches_mlflow_or_driver_output(tmp_path: Path) -> None:
     # which is why docs/cluster.md says to keep credentials in the environment), so the scan below can fail.
     assert uri_password in (tmp_path / "sweeps" / "secretive" / "sweep.yaml").read_text()
 
-    leaks = [(name, where) for name, value in [*secrets.items(), ("URI password", uri_password)]
+    params_all = b"".join(data for where, data in items if where.endswith("params"))
+    assert b"script.env.OMP_NUM_THREADS" in params_all  # the script section was logged, its secrets dropped
+    leaks = [(name, where) for name, value in [*secrets.items(), *in_config.items(), ("URI password", uri_password)]
              for where, data in [*items, ("driver output", output.encode())] if value.encode() in data]
     assert leaks == []
