@@ -310,7 +310,8 @@ def plan_confirmation(storage_path: str, name: str, top: int, factors: Sequence[
 
 
 def run_confirmation(plan: ConfirmPlan, overwrite: bool = False, scratch_dir: str | None = None) -> dict[str, list[SweepGroup]]:
-    """Run (or resume, or skip when done) every stage; returns horizon label -> the stage's groups.
+    """Run (or resume, or skip when done) every stage; returns horizon label -> the stage's groups, up to the
+    first stage that was cut short.
 
     A stage already in storage must have been planned the same way (same finalists, seeds and horizon),
     unless `overwrite` deletes it first.
@@ -338,4 +339,6 @@ def run_confirmation(plan: ConfirmPlan, overwrite: bool = False, scratch_dir: st
         else:
             print(f"confirm: stage {stage.name} already done", flush=True)
         out[label] = read_groups(stage.sweep_dir)
+        if sum(g.outcome.status != "running" for g in out[label]) < len(plan.groups):
+            break  # cut short (Ctrl-C): Tune returned early; the next stage waits for the next run
     return out

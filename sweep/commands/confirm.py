@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     stages = run_confirmation(plan, overwrite=args.overwrite)
     planned = len(plan.groups)
     ended = {label: [g for g in groups if g.outcome.status != "running"] for label, groups in stages.items()}
-    if any(len(groups) < planned for groups in ended.values()):
+    if len(stages) < len(plan.stages) or any(len(groups) < planned for groups in ended.values()):
         print(f"confirmation of {args.name!r} was cut short; continue it with the same command", file=sys.stderr)
         return 130
     code = 0
