@@ -7,7 +7,7 @@ batches, then put every bit of state back, so the main run continues exactly as 
 
 The fork keeps the model, optimizer, data-loader and RNG state as CPU copies: on a GPU the probe then
 needs no second copy of the weights and Adam moments in device memory (for GPT-2 124M the CPU copy is
-about 1.5 GB of host memory, for the duration of one probe).
+about 1.4 GiB of host memory: weights and two Adam moments, for the duration of one probe).
 
 Conventions (tests pin them):
 - a probe is due at the first eval step e at or after each `eval.probe_steps` entry s; several entries
@@ -94,14 +94,21 @@ class Forkable(Protocol):
     def evaluate(self) -> EvalResult: ...
 
 
-def _to_cpu(value: Any) -> Any:
-    """A deep copy of nested dicts/lists/tuples with every tensor copied to host memory."""
+def _to_cpu(value: Any, memo: dict[int, torch.Tensor] | None = None) -> Any:
+    """A deep copy of nested dicts/lists/tuples with every tensor copied to host memory.
+
+    A tensor that appears twice (GPT's tied embedding / LM-head weight is in the state dict under both
+    names) is copied once: `memo` maps the live tensor's id to its copy.
+    """
+    memo = {} if memo is None else memo
     if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
+        if id(value) not in memo:
+            memo[id(value)] = value.detach().to("cpu", copy=True)
+        return memo[id(value)]
     if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
+        return {k: _to_cpu(v, memo) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
+        return type(value)(_to_cpu(v, memo) for v in value)
     return value
 
 
@@ -160,7 +167,8 @@ class ForkState:
     def nbytes(self) -> int:
         """Host memory held by the tensors of this fork (the model and optimizer copies)."""
         tensors = list(self.model.values()) + [v for d in self.optimizer if d for v in d.values()]
-        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+        unique = {id(t): t for t in tensors if isinstance(t, torch.Tensor)}
+        return sum(t.numel() * t.element_size() for t in unique.values())
 
 
 def run_probe(trainer: Forkable, step: int, peak_lr: float, current: float, floor: float, k: int) -> ProbeResult:
