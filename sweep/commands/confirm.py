@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     downstream: dict[str, Any] = {}
     if tasks and plan.sweep.backend == "trainer":
         code = max(code, _downstream(plan, stages, tasks, args.lm_eval_device, chosen.lm_eval_limit, downstream))
-    paths = report(plan, stages, downstream)
+    stage_reports = _stage_reports(plan, list(stages))
+    paths = report(plan, stages, downstream, stage_reports)
     print(f"\nconfirmation of {args.name!r}: report {paths['report']}\n  plot   {paths['plot']}", flush=True)
     errored = any(g.outcome.status != "finished" for groups in stages.values() for g in groups)
     return max(code, 1 if errored else 0)
@@ -122,7 +123,27 @@ def _downstream(plan, stages, tasks: list[str], device: str, limit: int | None, 
     return 0
 
 
-def report(plan, stages, downstream: dict[str, Any]) -> dict[str, Any]:
+def _stage_reports(plan, labels: list[str]) -> dict[str, str]:
+    """Each stage is an ordinary sweep, so `sweep report` (sweep.report) writes its ranking, paired verdicts
+    and curves into the stage folder and onto the stage's MLflow run; horizon label -> report path."""
+    from sweep.confirm import horizon_label
+    from sweep.report import build_report
+
+    out = {}
+    for factor, stage in zip(plan.factors, plan.stages):
+        label = horizon_label(factor)
+        if label not in labels:
+            continue
+        try:
+            built = build_report(stage.name, plan.sweep.storage)
+        except Exception as err:  # the confirmation's own report matters more than a stage's
+            print(f"sweep confirm: no report for stage {stage.name} ({err!r})", file=sys.stderr, flush=True)
+            continue
+        out[label] = str(built.files[0])
+    return out
+
+
+def report(plan, stages, downstream: dict[str, Any], stage_reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the confirmation report (local storage: `<sweep>/confirm/`) and log it on the sweep's MLflow run."""
     from pathlib import Path
 
@@ -142,6 +163,9 @@ def report(plan, stages, downstream: dict[str, Any]) -> dict[str, Any]:
                       for g in groups if g.finished} for label, groups in stages.items()}
     markdown = render_markdown(plan.sweep.name, points, finalists, labels, steps, plan.seeds, losses,
                                downstream.get("values"), downstream.get("horizon"))
+    if stage_reports:
+        markdown += ("\n## Per-horizon reports (ranking, paired verdicts, curves: `sweep report`)\n\n"
+                     + "".join(f"- {label}: {path}\n" for label, path in stage_reports.items()))
     out_dir = plan.report_dir if not is_remote(plan.report_dir) else tempfile.mkdtemp(prefix="confirm-report-")
     title = f"{plan.sweep.name}: finalist − baseline, final val_loss, {len(plan.seeds)} seeds"
     paths = write_report(Path(out_dir), markdown, points, title)
