@@ -21,7 +21,7 @@ run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
     mlflow: {tracking_uri: null, experiment: null}   # default: sqlite in <storage>/<name>/mlflow.db
     optuna: {storage: null, seed: 0}    # e.g. sqlite:///study.db to watch it in optuna-dashboard
     divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number: told as that
-    verdict: {effect: 0.003, seed_std: 0.0015, alpha: 0.01, power: 0.8}   # warn when seeds are too few
+    verdict: {effect: 0.003, seed_std: 0.002, alpha: 0.01, power: 0.8}   # warn when seeds are too few
 
 An inline search space maps Shape parameters to a range `[low, high]` (two numbers), a list of choices
 (strings), `{choices: [...]}` (any values), or a fixed value:
@@ -137,9 +137,11 @@ class SchedulerSection:
 
 @dataclass(frozen=True)
 class VerdictSection:
-    """What the sweep hopes to resolve: a paired effect of `effect` nats against a baseline, with seed-to-seed
-    std `seed_std`, at significance `alpha` and power `power`. With `effect` set, `sweep run` warns when the
-    sweep's seed count cannot resolve it (`sweep.seed_planner`)."""
+    """What the sweep hopes to resolve: a paired effect of `effect` nats against a baseline at significance
+    `alpha` with power `power`. `seed_std` is the std of the *paired per-seed differences* (what
+    `sweep plan-seeds --std` takes and `--from-sweep` measures); knowing only one group's seed-to-seed std
+    sigma, use sqrt(2) x sigma (an upper bound: shared seed effects cancel in a pair). With `effect` set,
+    `sweep run` warns when the sweep's seed count cannot resolve it (`sweep.seed_planner`)."""
 
     effect: float | None = None
     seed_std: float = 0.0015
