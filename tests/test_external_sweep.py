@@ -83,6 +83,12 @@ def test_example_script_sweep_looks_like_the_built_in_trainers(tmp_path: Path) -
         last = t["results"][-1]
         if last["status"] == "finished":
             assert last["step"] == HORIZON
+        else:
+            # Stopped by ASHA: hook.report waits for the relay, so the seeds ended soon after, not at the horizon
+            # (without that wait they trained on to step 24 while Tune decided).
+            for seed in (0, 1):
+                steps = [int(p.name.split("_")[1]) for p in (sweep_dir / "train" / f"{t['id']}-seed{seed}").glob("step_*")]
+                assert max(steps) < HORIZON, (seed, steps)
         # Checkpoints the script reported through the hook became the seed runs' Ray Train checkpoints.
         for seed in (0, 1):
             ckpts = sorted((sweep_dir / "train" / f"{t['id']}-seed{seed}").glob("step_*"))
