@@ -7,10 +7,15 @@ job), and a head node lost mid-sweep comes back as a new driver in a new folder.
 `<tmp>/mnt/shared/sweeps`, the first driver runs in `<tmp>/job1` and is SIGKILLed once the first group has
 a checkpoint, and `sweep resume NAME --storage <mount>` runs in `<tmp>/job2`. Real Ray, real DDP (gloo),
 real Optuna on sqlite, real MLflow (sqlite in the sweep folder, i.e. on the mount).
+
+Two sweeps: the simulator backend (fast: many groups, the driver killed between and inside groups, Tune's
+own trial checkpoints on the mount) and the built-in GPT trainer (slow: Ray Train seed-run checkpoints
+written by DDP workers on the mount, a group resumed mid-way from them).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,14 +40,121 @@ def files_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
 
 
+def tune_trials(tune_dir: Path) -> list[dict]:
+    """Every trial folder of a Tune experiment (any trainable's name): config, results, id. A line being
+    written while we read (the sweep is running) is skipped, not an error."""
+    trials = []
+    for d in sorted(p for p in tune_dir.iterdir() if p.is_dir() and (p / "params.json").exists()) if tune_dir.is_dir() else []:
+        results = []
+        text = (d / "result.json").read_text() if (d / "result.json").exists() else ""
+        for line in text.splitlines():
+            try:
+                results.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        trials.append({"config": json.loads((d / "params.json").read_text()), "results": results,
+                       "id": results[0]["trial_id"] if results else d.name})
+    return trials
+
+
+def make_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The shared mount and two unrelated working folders, one per driver."""
+    mount, job1, job2 = tmp_path / "mnt" / "shared", tmp_path / "job1", tmp_path / "job2"
+    for folder in (mount, job1, job2):
+        folder.mkdir(parents=True)
+    return mount, job1, job2
+
+
+def kill_driver_when(driver: subprocess.Popen, log: Path, ready, timeout_s: float = 400) -> None:
+    """SIGKILL the driver (and what its Ray started in its session) once `ready()` is true."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ready():
+                break
+            assert driver.poll() is None, log.read_text()[-5000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached the point to kill it at")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        time.sleep(1)
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # what the killed driver's Ray left behind
+        except ProcessLookupError:
+            pass
+
+
+def resume_elsewhere(name: str, mount: Path, job: Path, env: dict) -> None:
+    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", name, "--storage", str(mount / "sweeps")],
+                          cwd=job, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def assert_state_only_on_the_mount(sweep_dir: Path, *jobs: Path) -> None:
+    """Tune, ASHA, MLflow (store and artifacts) and the config are in the sweep folder, none in a working folder."""
+    for job in jobs:
+        assert not any(name.endswith((".db", ".pkl", ".json", ".pt", ".yaml")) for name in files_under(job)), \
+            sorted(files_under(job))[:20]
+    on_mount = files_under(sweep_dir)
+    assert {"sweep.yaml", "asha_state.json", "mlflow.db", "tune/tuner.pkl"} <= on_mount
+    # MLflow's artifacts too (its default, ./mlruns, would split them over the two working folders).
+    assert any(name.startswith("mlartifacts/") and name.endswith("sweep_config.yaml") for name in on_mount)
+
+
+@pytest.mark.ray
+def test_simulated_sweep_on_a_shared_mount_resumes_from_another_working_folder(tmp_path: Path) -> None:
+    mount, job1, job2 = make_folders(tmp_path)
+    d = {
+        "name": "simshared",
+        "simulator": {"law": "mpl_25m", "total_steps": 2000, "eval_interval": 100},
+        "search_space": "wsd", "baselines": ["nanogpt_cosine", "wsd_sqrt"], "seeds": [0, 1, 2], "budget": 6,
+        "scheduler": {"grace_period": 400, "reduction_factor": 2},
+        "resources": {"cpus_per_worker": 0.25}, "max_concurrent_trials": 2,
+        "storage": str(mount / "sweeps"),
+        "optuna": {"storage": f"sqlite:///{mount}/optuna.db", "seed": 0},
+    }
+    config = tmp_path / "simshared.yaml"
+    config.write_text(yaml.safe_dump(d))
+    sweep_dir = mount / "sweeps" / "simshared"
+    env = {**ray_env(tmp_path), "PYTHONPATH": str(REPO)}
+
+    def some_groups_done() -> bool:
+        # Two groups run at a time, so a third with results means at least one has ended.
+        return sum(bool(t["results"]) for t in tune_trials(sweep_dir / "tune")) >= 3
+
+    log = tmp_path / "job1.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(config)], cwd=job1, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        kill_driver_when(driver, log, some_groups_done)
+    before = {t["id"] for t in tune_trials(sweep_dir / "tune") if t["results"]}
+    assert 3 <= len(before) < 8, before
+    resume_elsewhere("simshared", mount, job2, env)
+
+    assert_state_only_on_the_mount(sweep_dir, job1, job2)
+    trials = tune_trials(sweep_dir / "tune")
+    ids = [t["id"] for t in trials]
+    assert len(trials) == 8 and len(set(ids)) == 8 and before <= set(ids)  # each group once, none lost
+    assert sorted(str(t["config"]["baseline"]) for t in trials).count("None") == 6
+    for t in trials:
+        # A simulated group resumes from its last Tune checkpoint (taken at most every 2 s) and simulates the
+        # lost stretch again, so Tune's result log may repeat steps across the restore: check each stretch.
+        # MLflow must still hold each step once (check_sweep_layout below).
+        for stretch in split_runs(t["results"]):
+            check_group_results(stretch, [0, 1, 2])
+        assert t["results"][-1]["status"] in ("finished", "running")  # finished, or stopped by ASHA
+    # The group that had just started when the driver died went on after the restore (a second stretch).
+    assert any(len(split_runs(t["results"])) > 1 for t in trials if t["id"] in before)
+    check_sweep_layout(f"sqlite:///{sweep_dir}/mlflow.db", "simshared", "simshared", seeds=[0, 1, 2], groups=ids)
+
+
 @pytest.mark.ray
 @pytest.mark.ddp
 @pytest.mark.slow
 def test_sweep_on_a_shared_mount_resumes_from_another_working_folder(tmp_path: Path) -> None:
-    mount = tmp_path / "mnt" / "shared"
-    job1, job2 = tmp_path / "job1", tmp_path / "job2"
-    for folder in (mount, job1, job2):
-        folder.mkdir(parents=True)
+    mount, job1, job2 = make_folders(tmp_path)
     d = tiny_sweep(tmp_path, name="shared", budget=1, seeds=[0])
     d["trainer"]["horizon"] = {"steps": HORIZON}
     d["trainer"]["eval"] = {"interval": 20, "max_tokens": 1024}
@@ -55,44 +167,21 @@ def test_sweep_on_a_shared_mount_resumes_from_another_working_folder(tmp_path: P
     sweep_dir = mount / "sweeps" / "shared"
     env = {**ray_env(tmp_path), "PYTHONPATH": str(REPO)}
 
-    log = open(tmp_path / "job1.log", "w")
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(config)], cwd=job1, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            runs = checkpointed_runs(sweep_dir / "train")
-            if runs and min(runs.values()) < HORIZON:  # the baseline group is mid-way: lose the "head"
-                break
-            assert driver.poll() is None, (tmp_path / "job1.log").read_text()[-5000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail("no group checkpointed in time")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        time.sleep(1)
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # what the killed driver's Ray left behind
-        except ProcessLookupError:
-            pass
-        log.close()
+    def mid_group() -> bool:
+        runs = checkpointed_runs(sweep_dir / "train")
+        return bool(runs) and min(runs.values()) < HORIZON  # the baseline group is mid-way: lose the "head"
+
+    log = tmp_path / "job1.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(config)], cwd=job1, env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        kill_driver_when(driver, log, mid_group)
     before = checkpointed_runs(sweep_dir / "train")
     assert (sweep_dir / "sweep.yaml").is_file() and (sweep_dir / "tune").is_dir()
 
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", "shared", "--storage", str(mount / "sweeps")],
-                          cwd=job2, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    resume_elsewhere("shared", mount, job2, env)
 
-    # The sweep's state is on the mount, none of it in either working folder.
-    for job in (job1, job2):
-        assert not any(name.endswith((".db", ".pkl", ".json", ".pt", ".yaml")) for name in files_under(job)), \
-            sorted(files_under(job))[:20]
-    on_mount = files_under(sweep_dir)
-    assert {"sweep.yaml", "asha_state.json", "mlflow.db", "tune/tuner.pkl"} <= on_mount
-    # MLflow's artifacts too (its default, ./mlruns, would split them over the two working folders).
-    assert any(name.startswith("mlartifacts/") and name.endswith("sweep_config.yaml") for name in on_mount)
-
+    assert_state_only_on_the_mount(sweep_dir, job1, job2)
     trials = read_trials(sweep_dir / "tune")
     assert len(trials) == 2 and [t["config"]["baseline"] for t in trials].count("constant") == 1
     for t in trials:
