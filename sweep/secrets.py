@@ -113,8 +113,11 @@ def config_secrets(config: Any) -> list[str]:
             if secret and len(node) >= MIN_SECRET_LEN:
                 found.add(node)
             for match in _URI_USERINFO.finditer(node):
-                user, _, password = match.group("userinfo").partition(":")
-                found.update(s for s in (user, password) if len(s) >= MIN_SECRET_LEN)
+                # Only the password: a user name (`schedsweep@postgres`) is no secret, and masking it would
+                # garble every path and tag that contains the same word.
+                password = match.group("userinfo").partition(":")[2]
+                if len(password) >= MIN_SECRET_LEN:
+                    found.add(password)
         elif secret and node is not None and len(str(node)) >= MIN_SECRET_LEN:
             found.add(str(node))
 
