@@ -122,27 +122,27 @@ def read_sim_trials(tune_dir: Path) -> list[dict]:
     return trials
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_two_hundred_simulated_groups_through_the_whole_service(tmp_path: Path) -> None:
+def sweep_and_check(tmp_path: Path, groups: int) -> float:
+    """`sweep run` of `groups` simulated groups (2 baselines + TPE), then check every layer; returns the wall
+    time of `sweep run`."""
     # A result every 500 steps, rungs at 500 and 1000: the driver's cost is per result and per group (MLflow
-    # runs, the schedule plot), so fewer results per group keep 200 groups affordable.
-    d = sim_sweep(tmp_path, name="sim200", budget=198,
+    # runs, the schedule plot), so fewer results per group keep many groups affordable.
+    d = sim_sweep(tmp_path, name="simmany", budget=groups - 2,
                   simulator={"law": "mpl_25m", "total_steps": 2000, "eval_interval": 500},
                   scheduler={"grace_period": 500, "reduction_factor": 2, "rung_metric": "cooldown"})
-    path = tmp_path / "sim200.yaml"
+    path = tmp_path / "simmany.yaml"
     path.write_text(yaml.safe_dump(d))
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=tmp_path,
                           env={**ray_env(tmp_path), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=1800)
+                          timeout=2400)
     wall = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    print(f"200 simulated groups: sweep run took {wall:.1f} s")
+    print(f"{groups} simulated groups: sweep run took {wall:.1f} s")
 
-    sweep_dir = tmp_path / "sweeps" / "sim200"
+    sweep_dir = tmp_path / "sweeps" / "simmany"
     trials = read_sim_trials(sweep_dir / "tune")
-    assert len(trials) == 200 and len({t["id"] for t in trials}) == 200
+    assert len(trials) == groups and len({t["id"] for t in trials}) == groups
     finished = stopped = 0
     gaps = []
     for t in trials:
@@ -160,25 +160,37 @@ def test_two_hundred_simulated_groups_through_the_whole_service(tmp_path: Path) 
         for r in results:
             if r["step"] in (500, 1000) and r["status"] == "running":
                 gaps.append(r[RUNG_KEY] - r["val_loss"])  # the cooldown probe's gain at a rung
-    assert finished >= 2 and stopped >= 100, (finished, stopped)
-    assert len(gaps) >= 200 and all(g < 0 for g in gaps)
+    # ASHA (rf 2) stops about half at each rung: most groups end early, a few run to the end.
+    assert finished >= 2 and stopped >= groups // 2, (finished, stopped)
+    assert len(gaps) >= groups and all(g < 0 for g in gaps)
 
-    study = optuna.load_study(study_name="sim200", storage=d["optuna"]["storage"])
+    study = optuna.load_study(study_name="simmany", storage=d["optuna"]["storage"])
     states = [t.state for t in study.get_trials()]
     searched = [t for t in trials if t["config"]["baseline"] is None]
-    assert len(states) == len(searched) == 198
+    assert len(states) == len(searched) == groups - 2
     assert states.count(TrialState.COMPLETE) == sum(t["results"][-1]["status"] == "finished" for t in searched)
     assert states.count(TrialState.PRUNED) == sum(t["results"][-1]["status"] == "running" for t in searched)
 
     asha = json.loads((sweep_dir / "asha_state.json").read_text())
     first_rung = next(rec for m, rec in asha["rungs"] if m == 500)
-    assert len(first_rung) == 200 and asha["num_stopped"] == stopped
+    assert len(first_rung) == groups and asha["num_stopped"] == stopped
 
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("sim200")
-    groups = client.search_runs([exp.experiment_id], "tags.`schedsweep.kind` = 'group'", max_results=1000)
-    seeds = client.search_runs([exp.experiment_id], "tags.`schedsweep.kind` = 'seed'", max_results=1000)
-    assert len(groups) == 200 and len(seeds) == 400
-    assert sum(r.data.tags.get("schedsweep.status") == "finished" for r in groups) == finished
+    exp = client.get_experiment_by_name("simmany")
+    group_runs = client.search_runs([exp.experiment_id], "tags.`schedsweep.kind` = 'group'", max_results=1000)
+    seed_runs = client.search_runs([exp.experiment_id], "tags.`schedsweep.kind` = 'seed'", max_results=1000)
+    assert len(group_runs) == groups and len(seed_runs) == 2 * groups
+    assert sum(r.data.tags.get("schedsweep.status") == "finished" for r in group_runs) == finished
+    return wall
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(2700)
+def test_two_hundred_simulated_groups_through_the_whole_service(tmp_path: Path) -> None:
+    """The issue's done-when: >= 200 simulated trials through the full service. The driver's MLflow (sqlite)
+    and Tune bookkeeping set the pace: more than 15 min at load average 45-50 on 2 shared cores (see
+    docs/design.md, "The simulator backend")."""
+    sweep_and_check(tmp_path, 200)
