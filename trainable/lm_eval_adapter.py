@@ -159,7 +159,7 @@ def task_manager(include_local: bool = True):
     """lm-eval's TaskManager, with the local test tasks of `trainable/lm_eval_tasks` when `include_local`."""
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(LOCAL_TASKS_DIR) if include_local else None)
+    return TaskManager(verbosity="ERROR", include_path=str(LOCAL_TASKS_DIR) if include_local else None)
 
 
 def flat_metrics(results: dict[str, Any], tasks: Iterable[str]) -> dict[str, float]:
@@ -180,8 +180,13 @@ def flat_metrics(results: dict[str, Any], tasks: Iterable[str]) -> dict[str, flo
 def evaluate_checkpoint(checkpoint: str | Path, tasks: Iterable[str] = DEFAULT_TASKS, device: str = "cpu",
                         batch_size: int = 16, limit: int | None = None) -> dict[str, float]:
     """Run lm-eval's `tasks` (zero-shot) on one checkpoint; returns `flat_metrics`."""
+    import logging
+
     import lm_eval
 
+    # lm-eval warns per task and per run about things that are as intended here (a custom dataset loader,
+    # num_fewshot set to 0); keep the sweep's output readable.
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
     tasks = list(tasks)
     model = SchedsweepGPT(str(checkpoint), device=device, batch_size=batch_size)
     results = lm_eval.simple_evaluate(
