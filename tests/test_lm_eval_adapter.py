@@ -32,6 +32,8 @@ from trainable.lm_eval_adapter import LOCAL_TASKS, LOCAL_TASKS_DIR, SchedsweepGP
 from trainable.model import GPT
 from trainable.train import train
 
+pytestmark = pytest.mark.slow  # two short trainings and lm-eval's imports: ~1 min idle, several under load
+
 TRAINER = {"model": {"name": "tiny", "block_size": 64}, "optimizer": {"lr": 1e-2}, "horizon": {"steps": 12},
            "batch": {"micro_batch_size": 4, "seq_len": 64}, "eval": {"interval": 12, "max_tokens": 512},
            "checkpoint": {"every": 1, "keep": 1}, "device": "cpu"}
