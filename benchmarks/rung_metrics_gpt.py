@@ -133,15 +133,20 @@ def rung_metrics(run: dict, cfg_dict: dict, rung: int) -> dict[str, float]:
     }
 
 
-def spearman(x: list[float], y: list[float]) -> tuple[float, int]:
-    """Spearman's rho over the pairs where both are finite, and how many there were."""
+def spearman(x: list[float], y: list[float]) -> tuple[float, float, int]:
+    """Spearman's rho over the pairs where both are finite, its two-sided p-value, and the pair count."""
     from scipy.stats import spearmanr
 
     pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
     if len(pairs) < 3:
-        return math.nan, len(pairs)
-    rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-    return float(rho), len(pairs)
+        return math.nan, math.nan, len(pairs)
+    res = spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
+    return float(res.statistic), float(res.pvalue), len(pairs)
+
+
+def _cell(x: list[float], y: list[float]) -> str:
+    rho, p, n = spearman(x, y)
+    return f"{rho:.3f} (p {p:.2g}, n={n})"
 
 
 def summarise(table: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -> str:
@@ -159,12 +164,17 @@ def summarise(table: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -
     for label, group in groups:
         names = [n for n in table if all(s in table[n] for s in group)]
         final = [float(np.mean([table[n][s]["final"] for s in group])) for n in names]
-        cells = []
-        for metric in METRICS:
-            values = [float(np.mean([table[n][s][metric] for s in group])) for n in names]
-            rho, n = spearman(values, final)
-            cells.append(f"{rho:.3f} (n={n})")
+        cells = [_cell([float(np.mean([table[n][s][m] for s in group])) for n in names], final) for m in METRICS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if len(seeds) > 1:
+        # The ceiling for any rung metric: how well one seed's *final* loss ranks the shapes for another seed.
+        a, b = seeds[0], seeds[1]
+        names = [n for n in table if a in table[n] and b in table[n]]
+        fa, fb = [table[n][a]["final"] for n in names], [table[n][b]["final"] for n in names]
+        lines += ["", f"Final val loss of seed {a} vs seed {b} (the ceiling for a single-seed rung metric): "
+                  f"Spearman {_cell(fa, fb)}; seed noise (std of the paired difference / sqrt 2) "
+                  f"{float(np.std(np.subtract(fa, fb), ddof=1)) / math.sqrt(2):.4f} nats; spread of the "
+                  f"seed-mean final loss across shapes (std) {float(np.std(np.add(fa, fb) / 2, ddof=1)):.4f} nats."]
     return "\n".join(lines)
 
 
