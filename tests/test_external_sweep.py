@@ -83,12 +83,9 @@ def test_example_script_sweep_looks_like_the_built_in_trainers(tmp_path: Path) -
         last = t["results"][-1]
         if last["status"] == "finished":
             assert last["step"] == HORIZON
-        else:
-            # Stopped by ASHA: hook.report waits for the relay, so the seeds ended soon after, not at the horizon
-            # (without that wait they trained on to step 24 while Tune decided).
-            for seed in (0, 1):
-                steps = [int(p.name.split("_")[1]) for p in (sweep_dir / "train" / f"{t['id']}-seed{seed}").glob("step_*")]
-                assert max(steps) < HORIZON, (seed, steps)
+        # No check that a stopped group's seeds ended before the horizon: a seed that started first runs
+        # ahead of the group's slowest one (a group result needs every seed), and at 24 tiny steps it can
+        # finish before ASHA has seen the group's first result (seen once in three runs).
         # Checkpoints the script reported through the hook became the seed runs' Ray Train checkpoints.
         for seed in (0, 1):
             ckpts = sorted((sweep_dir / "train" / f"{t['id']}-seed{seed}").glob("step_*"))
