@@ -60,6 +60,8 @@ METHODS = ("random", "asha_raw", "asha_cooldown", "asha_predicted")
 
 @dataclass
 class Setup:
+    """The simulated world and the sweep settings every method shares."""
+
     space_name: str
     sim: dict[str, Any]
     seeds: list[int]
@@ -91,6 +93,8 @@ class _Trial:
 
 @dataclass
 class Group:
+    """One group in flight: its simulated seeds and its results so far."""
+
     trial_id: str
     schedule: dict
     sim: SimulatedGroup
@@ -101,6 +105,8 @@ class Group:
 
 @dataclass
 class SweepLog:
+    """What one sweep spent and found; `trajectory`: (spend, incumbent's regret) at each finished group."""
+
     method: str
     spent: float = 0.0  # full-run equivalents so far
     hit_at: float | None = None  # spend when the incumbent first got within tol
