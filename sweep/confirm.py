@@ -255,11 +255,13 @@ def run_stage(stage: SweepConfig, groups: list[dict[str, Any]], parent: SweepCon
     prepare_data(stage)
     init_ray()
     max_concurrent = concurrency(stage, ray.cluster_resources())
+    saved_config = storage.join(stage.sweep_dir, SWEEP_FILE)
     if storage.exists(storage.join(stage.sweep_dir, TUNE_DIR, TUNER_FILE)):
+        if not storage.exists(saved_config):  # killed between the Tuner's creation and writing sweep.yaml
+            storage.write_text(saved_config, yaml.safe_dump(stage.to_dict(), sort_keys=False))
         return restore_tuner(stage).fit()
     if not is_remote(stage.storage):
         os.makedirs(stage.sweep_dir, exist_ok=True)
-    storage.write_text(storage.join(stage.sweep_dir, SWEEP_FILE), yaml.safe_dump(stage.to_dict(), sort_keys=False))
     searcher = FixedGroupSearcher(groups, seeds=list(stage.seeds), fixed=trial_fixed_config(stage, scratch_dir))
     tuner = tune.Tuner(
         _trainable(stage),
@@ -272,6 +274,9 @@ def run_stage(stage: SweepConfig, groups: list[dict[str, Any]], parent: SweepCon
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
+    # sweep.yaml only once the Tuner (and its tuner.pkl) exists: `sweep resume` on a sweep.yaml without a
+    # tuner.pkl would start a fresh TPE sweep under this stage's name instead of its fixed groups.
+    storage.write_text(saved_config, yaml.safe_dump(stage.to_dict(), sort_keys=False))
     return tuner.fit()
 
 
@@ -327,8 +332,9 @@ def run_confirmation(plan: ConfirmPlan, overwrite: bool = False, scratch_dir: st
         if state != "absent" and overwrite:
             storage.remove_tree(stage.sweep_dir)
             state = "absent"
-        if state != "absent":
-            saved = yaml.safe_load(storage.read_text(storage.join(stage.sweep_dir, SWEEP_FILE)) or "{}")
+        text = storage.read_text(storage.join(stage.sweep_dir, SWEEP_FILE)) if state != "absent" else None
+        if text is not None:
+            saved = yaml.safe_load(text) or {}
             if saved.get("seeds") != list(stage.seeds) or saved.get("budget") != stage.budget:
                 raise ConfigError("--seeds", f"stage {stage.name} exists with seeds {saved.get('seeds')} and "
                                   f"{saved.get('budget')} finalists; rerun with the same --top/--seeds or --overwrite")
