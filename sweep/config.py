@@ -22,6 +22,7 @@ run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
     optuna: {storage: null, seed: 0}    # e.g. sqlite:///study.db to watch it in optuna-dashboard
     divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number: told as that
     verdict: {effect: 0.003, seed_std: 0.002, alpha: 0.01, power: 0.8}   # warn when seeds are too few
+    confirm: {top: 2, horizons: [1x, 2x, 4x], seeds: 5}                   # defaults for `sweep confirm NAME`
 
 An inline search space maps Shape parameters to a range `[low, high]` (two numbers), a list of choices
 (strings), `{choices: [...]}` (any values), or a fixed value:
@@ -281,6 +282,17 @@ def _parse_script(value: Any, path: str = "script") -> "ScriptSection":
     return ScriptSection.parse(value, path)
 
 
+def _parse_confirm(value: Any, path: str = "confirm") -> dict | None:
+    """Validate the `confirm:` block now (a bad value fails `sweep run`, not a later `sweep confirm`); keep it
+    as given so the saved sweep.yaml carries it."""
+    if value is None:
+        return None
+    from sweep.confirm import ConfirmSettings
+
+    ConfirmSettings.parse(value, path)
+    return dict(value)
+
+
 def _parse_trainer(value: Any, path: str = "trainer") -> TrainConfig:
     d = _keys(value, set(TrainConfig.__dataclass_fields__) - {"_SECTIONS"}, path)
     for key in _SWEEP_OWNED_TRAINER_KEYS:
@@ -315,7 +327,7 @@ def parse_storage(value: Any, path: str = "storage") -> str:
 
 _TOP_KEYS = {
     "name", "trainer", "simulator", "script", "search_space", "baselines", "seeds", "budget", "scheduler",
-    "resources", "max_concurrent_trials", "storage", "mlflow", "optuna", "divergence_penalty", "verdict",
+    "resources", "max_concurrent_trials", "storage", "mlflow", "optuna", "divergence_penalty", "verdict", "confirm",
 }
 
 
@@ -340,6 +352,7 @@ class SweepConfig:
     simulator: Any = None  # trainable.simulator.SimulatorConfig (backend "simulator"), else None
     script: Any = None  # sweep.script_config.ScriptSection (backend "script"), else None
     verdict: VerdictSection = field(default_factory=VerdictSection)
+    confirm: dict | None = None  # the `confirm:` block, defaults for `sweep confirm` (sweep.confirm.ConfirmSettings)
 
     @classmethod
     def from_dict(cls, d: Any) -> "SweepConfig":
@@ -401,6 +414,7 @@ class SweepConfig:
             simulator=simulator,
             script=script,
             verdict=VerdictSection.parse(d.get("verdict")),
+            confirm=_parse_confirm(d.get("confirm")),
         )
 
     @classmethod
@@ -478,6 +492,7 @@ class SweepConfig:
             "mlflow": {"tracking_uri": self.mlflow.tracking_uri, "experiment": self.mlflow.experiment},
             "optuna": {"storage": self.optuna.storage, "seed": self.optuna.seed},
             "divergence_penalty": self.divergence_penalty,
+            "confirm": self.confirm,
             "verdict": {"effect": self.verdict.effect, "seed_std": self.verdict.seed_std,
                         "alpha": self.verdict.alpha, "power": self.verdict.power},
         }

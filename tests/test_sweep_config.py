@@ -139,3 +139,47 @@ def test_run_refuses_an_existing_sweep_name(tmp_path: Path, capsys) -> None:
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "--resume" in err and "--overwrite" in err
+
+
+def test_backends_verdict_and_confirm_sections(tmp_path: Path) -> None:
+    d = base(tmp_path)
+    d["verdict"] = {"effect": 0.003, "seed_std": 0.002}
+    d["confirm"] = {"top": 1, "horizons": ["1x", "2x"], "seeds": 3}
+    cfg = SweepConfig.from_dict(d)
+    assert cfg.backend == "trainer" and cfg.verdict.effect == 0.003
+    again = SweepConfig.from_dict(cfg.to_dict())
+    assert again.confirm == d["confirm"] and again.verdict == cfg.verdict
+    # The simulator replaces the trainer; both at once is refused, naming the second.
+    sim = {k: v for k, v in d.items() if k != "trainer"}
+    sim["simulator"] = {"total_steps": 400, "eval_interval": 50}
+    sim_cfg = SweepConfig.from_dict(sim)
+    assert sim_cfg.backend == "simulator" and sim_cfg.max_step() == 400 and sim_cfg.trainer_dict == {}
+    assert SweepConfig.from_dict(sim_cfg.to_dict()).simulator == sim_cfg.simulator
+    with pytest.raises(ConfigError) as err:
+        SweepConfig.from_dict({**sim, "trainer": d["trainer"]})
+    assert err.value.field == "simulator"
+    for key, value, field in [
+        ("confirm", {"top": 0}, "confirm.top"),
+        ("verdict", {"alpha": 0.7}, "verdict.alpha"),
+        ("scheduler", {"rung_metric": "cooldown", "cooldown_frac": 1.5}, "scheduler.cooldown_frac"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            SweepConfig.from_dict({**d, key: value})
+        assert err.value.field == field
+
+
+def test_confirm_takes_its_defaults_from_the_saved_sweep(tmp_path: Path) -> None:
+    import argparse
+
+    from sweep.commands.confirm import settings
+
+    d = base(tmp_path)
+    d["confirm"] = {"top": 3, "horizons": ["1x", "4x"], "seeds": 4}
+    cfg = SweepConfig.from_dict(d)
+    folder = Path(cfg.sweep_dir)
+    folder.mkdir(parents=True)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    args = argparse.Namespace(name=cfg.name, config=None, top=None, horizons=None, seeds=5, lm_eval_tasks=None,
+                              lm_eval_limit=None)
+    chosen = settings(args, cfg.storage)
+    assert (chosen.top, chosen.horizons, chosen.seeds) == (3, (1.0, 4.0), 5)  # the flag wins over the block

@@ -58,8 +58,9 @@ def lm_eval_tasks(value: str) -> list[str]:
     return tasks
 
 
-def settings(args: argparse.Namespace):
-    """The `confirm:` block of --config (if given) with the command-line flags laid over it."""
+def settings(args: argparse.Namespace, storage: str | None = None):
+    """The `confirm:` block of --config (else of the sweep's own saved config, when it has one) with the
+    command-line flags laid over it."""
     from sweep.confirm import ConfirmSettings, parse_horizons
 
     block = None
@@ -68,6 +69,11 @@ def settings(args: argparse.Namespace):
 
         raw = load_yaml(args.config)
         block = raw.get("confirm") if isinstance(raw, dict) else None
+    elif storage is not None:
+        from sweep.tuner import load_saved_config, sweep_exists
+
+        if sweep_exists(storage, args.name):
+            block = load_saved_config(storage, args.name).confirm
     base = ConfirmSettings.parse(block)
     return ConfirmSettings(
         top=base.top if args.top is None else args.top,
@@ -83,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from sweep.config import parse_storage
 
     storage = parse_storage(args.storage, "--storage")
-    chosen = settings(args)
+    chosen = settings(args, storage)
     tasks = lm_eval_tasks(chosen.lm_eval_tasks)
     if chosen.lm_eval_limit is not None and chosen.lm_eval_limit < 1:
         raise ConfigError("--lm-eval-limit", f"must be >= 1, got {chosen.lm_eval_limit}")
