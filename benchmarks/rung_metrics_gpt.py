@@ -150,7 +150,17 @@ def _cell(x: list[float], y: list[float]) -> str:
 
 
 def summarise(table: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -> str:
-    """The per-shape table and the Spearman rows, as Markdown."""
+    """The per-shape table (per seed, or seed means from 3 seeds on) and the Spearman rows, as Markdown."""
+    if len(seeds) > 2:
+        lines = ["| shape | seeds | raw | cooldown | predicted | final (mean) | final (std) |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, per_seed in table.items():
+            ms = [per_seed[s] for s in seeds if s in per_seed]
+            mean = {k: float(np.mean([m[k] for m in ms])) for k in ("raw", "cooldown", "predicted", "final")}
+            std = float(np.std([m["final"] for m in ms], ddof=1)) if len(ms) > 1 else math.nan
+            lines.append(f"| {name} | {len(ms)} | {mean['raw']:.4f} | {mean['cooldown']:.4f} | {mean['predicted']:.4f}"
+                         f" | {mean['final']:.4f} | {std:.4f} |")
+        return "\n".join(lines + _spearman_rows(table, seeds))
     lines = ["| shape | " + " | ".join(f"raw s{s} | cooldown s{s} | predicted s{s} | final s{s}" for s in seeds) + " |",
              "| --- |" + " --- | --- | --- | --- |" * len(seeds)]
     for name, per_seed in table.items():
@@ -159,7 +169,12 @@ def summarise(table: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -
             m = per_seed.get(s)
             cells += [f"{m[k]:.4f}" if m and math.isfinite(m[k]) else "-" for k in ("raw", "cooldown", "predicted", "final")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "| Spearman with final val loss | " + " | ".join(METRICS) + " |", "| --- |" + " --- |" * len(METRICS)]
+    return "\n".join(lines + _spearman_rows(table, seeds))
+
+
+def _spearman_rows(table: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -> list[str]:
+    """Spearman of each metric with the final loss: per seed, for the seed means, and the seed-vs-seed ceiling."""
+    lines = ["", "| Spearman with final val loss | " + " | ".join(METRICS) + " |", "| --- |" + " --- |" * len(METRICS)]
     groups = [(f"seed {s}", [s]) for s in seeds] + ([("mean over seeds", seeds)] if len(seeds) > 1 else [])
     for label, group in groups:
         names = [n for n in table if all(s in table[n] for s in group)]
@@ -175,7 +190,7 @@ def summarise(table: dict[str, dict[int, dict[str, float]]], seeds: list[int]) -
                   f"Spearman {_cell(fa, fb)}; seed noise (std of the paired difference / sqrt 2) "
                   f"{float(np.std(np.subtract(fa, fb), ddof=1)) / math.sqrt(2):.4f} nats; spread of the "
                   f"seed-mean final loss across shapes (std) {float(np.std(np.add(fa, fb) / 2, ddof=1)):.4f} nats."]
-    return "\n".join(lines)
+    return lines
 
 
 def fork_cost(model: str) -> None:
