@@ -31,6 +31,7 @@ An inline search space maps Shape parameters to a range `[low, high]` (two numbe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -102,7 +103,10 @@ class SchedulerSection:
 
     grace_period: int = 20
     reduction_factor: float = 2.0
-    rung_metric: str = "raw"
+    # The default by BENCHMARKS.md ("Rung metrics on the tiny GPT", "Search efficiency"): on real GPT curves the
+    # cooldown probe was the only rung metric that ranked shapes by their final loss at all; `predicted` won
+    # only on the simulator, whose curves are the very law it fits. A script cannot fork, so it gets `raw`.
+    rung_metric: str = "cooldown"
     cooldown_frac: float = 0.2
     enabled: bool = True
 
@@ -383,6 +387,8 @@ class SweepConfig:
             total = simulator.total_steps if simulator is not None else script.horizon_steps
         if total is not None and scheduler.enabled and scheduler.grace_period > total:
             raise ConfigError("scheduler.grace_period", f"{scheduler.grace_period} is past the horizon ({total} steps)")
+        if backend == "script" and "rung_metric" not in (d.get("scheduler") or {}):
+            scheduler = dataclasses.replace(scheduler, rung_metric="raw")
         if scheduler.rung_metric == "cooldown" and backend == "script":
             raise ConfigError("scheduler.rung_metric", "cooldown needs a trainer that can fork a probe run "
                               "(trainer or simulator); use raw or predicted with script")

@@ -22,7 +22,8 @@ from sweep.rung_metrics import RUNG_KEY, RungScorer
 
 RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 _MEAN_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "lr_multiplier")
-_PER_SEED_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "tokens_per_s", "mfu", "step", "status")
+_PER_SEED_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "tokens_per_s", "mfu", "step", "status",
+                  "val_loss_cooldown", "probe_steps_run")
 
 
 def train_run_name(trial_id: str, seed: int | str) -> str:

@@ -62,8 +62,9 @@ TAG_STAGE = "schedsweep.stage"  # on a stage's sweep run, e.g. "confirm-2x" (swe
 TAG_PARENT_SWEEP = "schedsweep.parent_sweep"  # ... and the name of the sweep it confirms
 KIND_SWEEP, KIND_GROUP, KIND_SEED = "sweep", "group", "seed"
 
-SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu")
-GROUP_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "lr_multiplier", "tokens_per_s", "mfu", "tokens")
+SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu", "val_loss_cooldown", "probe_steps_run")
+GROUP_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "lr_multiplier", "tokens_per_s", "mfu", "tokens",
+                 "rung_loss")
 
 # MLflow terminal run states for each group state.
 # STOPPED: a seed that was fine but ended because another seed of its group diverged.

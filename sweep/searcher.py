@@ -28,6 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 logger = logging.getLogger(__name__)
 
 METRIC, MODE = "val_loss", "min"
+RUNG_METRIC = "rung_loss"  # sweep.rung_metrics.RUNG_KEY (not imported: no cycle through group results)
 
 
 class _DefineByRun:
@@ -95,7 +96,11 @@ class GroupSearcher(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
             return
-        value, step = result.get(METRIC), result.get("step")
+        # What ASHA compared (schedule-aware at rungs), so a pruned group's last intermediate value, which
+        # TPE ranks it by, is not the short-horizon-biased raw loss; the raw loss when there is none.
+        value, step = result.get(RUNG_METRIC), result.get("step")
+        if not _finite(value):
+            value = result.get(METRIC)
         if step is None or not _finite(value) or step <= self._last_step.get(trial_id, -1):
             return  # a repeat after a restore, or a diverged result with no finite value
         self._last_step[trial_id] = int(step)

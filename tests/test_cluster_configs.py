@@ -307,3 +307,11 @@ def test_written_cost_matches_the_config(config):
         done, prev, survive = done + survive * (rung - prev), rung, survive / cfg.scheduler.reduction_factor
     frac = (done + survive * (steps - prev)) / steps
     assert _written(text, "with ASHA") == pytest.approx((len(cfg.baselines) + cfg.budget * frac) * group_h, rel=0.005)
+    # Cooldown probes: 0.2 x the (eval-aligned) rung step at every rung a group reaches; baselines at all.
+    assert cfg.scheduler.rung_metric == "cooldown"
+    interval = cfg.trainer.eval.interval
+    probes = [max(1, round(cfg.scheduler.cooldown_frac * min(steps, math.ceil(m / interval) * interval)))
+              for m in cfg.scheduler.milestones(steps)]
+    reach = [cfg.scheduler.reduction_factor ** -k for k in range(len(probes))]
+    extra = (len(cfg.baselines) * sum(probes) + cfg.budget * sum(r * p for r, p in zip(reach, probes))) / steps
+    assert _written(text, "cooldown probes") == pytest.approx(extra * group_h, rel=0.01)

@@ -39,7 +39,7 @@ def test_round_trip_and_defaults(tmp_path: Path) -> None:
     assert SweepConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.tracking_uri == f"sqlite:///{tmp_path}/store/cfgtest/mlflow.db"
     assert cfg.experiment == "cfgtest"
-    assert cfg.scheduler.rung_metric == "raw"
+    assert cfg.scheduler.rung_metric == "cooldown"  # the benchmarked default (BENCHMARKS.md)
     assert cfg.baselines == ({"preset": "nanogpt_cosine"},)
     # What the sweep sets per run is not in the trainer section it hands on.
     assert not {"schedule", "seed", "data_seed"} & set(cfg.trainer_dict)
@@ -183,3 +183,14 @@ def test_confirm_takes_its_defaults_from_the_saved_sweep(tmp_path: Path) -> None
                               lm_eval_limit=None)
     chosen = settings(args, cfg.storage)
     assert (chosen.top, chosen.horizons, chosen.seeds) == (3, (1.0, 4.0), 5)  # the flag wins over the block
+
+
+def test_a_script_sweep_defaults_to_raw_and_refuses_cooldown(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("print('hello')\n")
+    d = {k: v for k, v in base(tmp_path).items() if k != "trainer"}
+    d["script"] = {"path": str(script), "horizon_steps": 40}
+    assert SweepConfig.from_dict(d).scheduler.rung_metric == "raw"
+    with pytest.raises(ConfigError) as err:
+        SweepConfig.from_dict({**d, "scheduler": {"rung_metric": "cooldown"}})
+    assert err.value.field == "scheduler.rung_metric"
