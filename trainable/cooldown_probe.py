@@ -94,17 +94,19 @@ class Forkable(Protocol):
     def evaluate(self) -> EvalResult: ...
 
 
-def _to_cpu(value: Any, memo: dict[int, torch.Tensor] | None = None) -> Any:
+def _to_cpu(value: Any, memo: dict[tuple, torch.Tensor] | None = None) -> Any:
     """A deep copy of nested dicts/lists/tuples with every tensor copied to host memory.
 
     A tensor that appears twice (GPT's tied embedding / LM-head weight is in the state dict under both
-    names) is copied once: `memo` maps the live tensor's id to its copy.
+    names) is copied once. `state_dict()` hands out a fresh detached view per name, so views are matched by
+    what they look at (address, dtype, shape, strides, device), not by object identity.
     """
     memo = {} if memo is None else memo
     if isinstance(value, torch.Tensor):
-        if id(value) not in memo:
-            memo[id(value)] = value.detach().to("cpu", copy=True)
-        return memo[id(value)]
+        key = (value.data_ptr(), value.dtype, tuple(value.shape), value.stride(), str(value.device))
+        if key not in memo or value.numel() == 0:
+            memo[key] = value.detach().to("cpu", copy=True)
+        return memo[key]
     if isinstance(value, dict):
         return {k: _to_cpu(v, memo) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
