@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"T={args.steps}, rung {args.rung}, eval every {args.interval} on {args.eval_tokens} val tokens, probe "
           f"{args.probe_frac} x steps so far, lr {args.lr}, batch {args.batch}x{args.seq_len}, "
           f"{len(table)} shapes, seeds {args.seeds}, {(time.perf_counter() - started) / 60:.1f} min")
-    print(summarise(table, args.seeds))
+    done = [s for s in args.seeds if any(s in per_seed for per_seed in table.values())]  # seeds with any run
+    print(summarise(table, done))
     return 0
 
 
