@@ -109,7 +109,9 @@ def test_simulated_sweep_on_a_shared_mount_resumes_from_another_working_folder(t
     grace, groups = 1000, 6
     d = {
         "name": "simshared",
-        "simulator": {"law": "mpl_25m", "total_steps": 2000, "eval_interval": 50},
+        # 2 ms per simulated step (4 s a group): without it an idle machine ran all 6 groups in the time the
+        # test needed to notice the third one and kill the driver, leaving nothing to resume.
+        "simulator": {"law": "mpl_25m", "total_steps": 2000, "eval_interval": 50, "step_delay_s": 0.002},
         "search_space": "wsd", "baselines": ["nanogpt_cosine", "wsd_sqrt"], "seeds": [0, 1, 2], "budget": groups - 2,
         "scheduler": {"grace_period": grace, "reduction_factor": 2},
         "resources": {"cpus_per_worker": 0.25}, "max_concurrent_trials": 2,
