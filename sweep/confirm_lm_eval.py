@@ -80,16 +80,17 @@ def log_to_mlflow(stage: SweepConfig, groups: Sequence[Any],
     from mlflow.tracking import MlflowClient
 
     from sweep.confirm import group_key
-    from sweep.mlflow_tracking import TAG_GROUP, TAG_KIND, TAG_SEED, TAG_SWEEP, _search_all
+    from sweep.mlflow_tracking import TAG_SWEEP_ID, latest_sweep_run, sweep_group_runs
     from sweep.stats import seed_stats
 
     client = MlflowClient(tracking_uri=stage.tracking_uri)
     exp = client.get_experiment_by_name(stage.experiment)
     if exp is None:
         return 0
-    runs = _search_all(client, exp.experiment_id, f"tags.`{TAG_SWEEP}` = '{stage.name}'")
-    index = {(r.data.tags.get(TAG_KIND), r.data.tags.get(TAG_GROUP), r.data.tags.get(TAG_SEED, "")): r.info.run_id
-             for r in runs}
+    sweep_run = latest_sweep_run(client, exp.experiment_id, stage.name)
+    if sweep_run is None:
+        return 0
+    group_runs, seed_runs = sweep_group_runs(client, exp.experiment_id, sweep_run.data.tags[TAG_SWEEP_ID])
     now, written = int(time.time() * 1000), 0
     for g in groups:
         per_seed = results.get(group_key(g.config))
@@ -97,17 +98,17 @@ def log_to_mlflow(stage: SweepConfig, groups: Sequence[Any],
             continue
         step = int(g.outcome.step)
         for seed, metrics in per_seed.items():
-            run_id = index.get(("seed", g.group_id, seed))
-            if run_id is not None:
-                client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+            seed_run = seed_runs.get(g.group_id, {}).get(seed)
+            if seed_run is not None:
+                client.log_batch(seed_run.info.run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
                 written += 1
-        group_run = index.get(("group", g.group_id, ""))
+        group_run = group_runs.get(g.group_id)
         if group_run is None:
             continue
         stats = []
         for metric, values in by_metric({"g": per_seed})["g"].items():
             summary = seed_stats(values)
             stats += [Metric(k, v, now, step) for k, v in summary.as_metrics(metric).items()]
-        client.log_batch(group_run, metrics=stats)
+        client.log_batch(group_run.info.run_id, metrics=stats)
         written += 1
     return written

@@ -402,15 +402,31 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
             return runs
 
 
+def latest_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str) -> Any | None:
+    """The latest sweep run named `sweep_name` (a sweep started again with --overwrite has a newer one), or None."""
+    sweeps = _search_all(client, experiment_id,
+                         f"tags.`{TAG_SWEEP}` = '{sweep_name}' AND tags.`{TAG_KIND}` = '{KIND_SWEEP}'")
+    return sweeps[-1] if sweeps else None
+
+
+def sweep_group_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The group runs of sweep `sweep_id` by group id, and each group's seed runs by seed."""
+    runs = _search_all(client, experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'")
+    groups = {r.data.tags[TAG_GROUP]: r for r in runs if r.data.tags.get(TAG_KIND) == KIND_GROUP}
+    seeds: dict[str, dict[str, Any]] = {g: {} for g in groups}
+    for r in runs:
+        tags = r.data.tags
+        if tags.get(TAG_KIND) == KIND_SEED and tags.get(TAG_GROUP) in seeds:
+            seeds[tags[TAG_GROUP]][tags[TAG_SEED]] = r
+    return groups, seeds
+
+
 def find_sweep_run(tracking_uri: str, experiment_name: str, sweep_name: str) -> str | None:
     """The run id of the latest sweep run named `sweep_name` in the experiment, or None."""
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment_name)
-    if exp is None:
-        return None
-    sweeps = _search_all(client, exp.experiment_id,
-                         f"tags.`{TAG_SWEEP}` = '{sweep_name}' AND tags.`{TAG_KIND}` = '{KIND_SWEEP}'")
-    return sweeps[-1].info.run_id if sweeps else None
+    sweep_run = None if exp is None else latest_sweep_run(client, exp.experiment_id, sweep_name)
+    return sweep_run.info.run_id if sweep_run is not None else None
 
 
 def groups_from_mlflow(tracking_uri: str, experiment_name: str, sweep_name: str) -> list[GroupOutcome]:
@@ -422,25 +438,18 @@ def groups_from_mlflow(tracking_uri: str, experiment_name: str, sweep_name: str)
     exp = client.get_experiment_by_name(experiment_name)
     if exp is None:
         return []
-    sweeps = _search_all(client, exp.experiment_id,
-                         f"tags.`{TAG_SWEEP}` = '{sweep_name}' AND tags.`{TAG_KIND}` = '{KIND_SWEEP}'")
-    if not sweeps:
+    sweep_run = latest_sweep_run(client, exp.experiment_id, sweep_name)
+    if sweep_run is None:
         return []
-    sweep_id = sweeps[-1].data.tags[TAG_SWEEP_ID]
-    runs = _search_all(client, exp.experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'")
-    groups = {r.data.tags[TAG_GROUP]: r for r in runs if r.data.tags.get(TAG_KIND) == KIND_GROUP}
-    seeds: dict[str, dict[str, Any]] = {g: {} for g in groups}
-    for r in runs:
-        tags = r.data.tags
-        if tags.get(TAG_KIND) == KIND_SEED and tags.get(TAG_GROUP) in seeds:
-            seeds[tags[TAG_GROUP]][tags[TAG_SEED]] = r.data.metrics
+    groups, seed_runs = sweep_group_runs(client, exp.experiment_id, sweep_run.data.tags[TAG_SWEEP_ID])
     outcomes = []
     for group, run in sorted(groups.items()):
         tags, metrics = run.data.tags, run.data.metrics
+        seeds = {s: r.data.metrics for s, r in seed_runs[group].items()}
         outcomes.append(GroupOutcome(
             group_id=group, label=tags.get(TAG_LABEL, "search"), status=tags.get(TAG_STATUS, RUNNING),
             step=int(metrics.get("final_step", int(tags.get(TAG_LAST_STEP, 0)))),
-            final_val_loss={s: m["val_loss"] for s, m in seeds[group].items() if "val_loss" in m},
-            final_val_bpb={s: m["val_bpb"] for s, m in seeds[group].items() if "val_bpb" in m},
+            final_val_loss={s: m["val_loss"] for s, m in seeds.items() if "val_loss" in m},
+            final_val_bpb={s: m["val_bpb"] for s, m in seeds.items() if "val_bpb" in m},
         ))
     return outcomes

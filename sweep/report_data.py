@@ -22,8 +22,8 @@ from search_spaces import Schedule, schedule_from_dict
 from search_spaces.errors import ConfigError
 from sweep import storage
 from sweep.config import _NAME_RE, SweepConfig, parse_storage
-from sweep.mlflow_tracking import (KIND_GROUP, KIND_SEED, KIND_SWEEP, TAG_GROUP, TAG_KIND, TAG_LABEL, TAG_LAST_STEP,
-                                   TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID, _search_all)
+from sweep.mlflow_tracking import (TAG_GROUP, TAG_LABEL, TAG_LAST_STEP, TAG_STATUS, TAG_SWEEP_ID, latest_sweep_run,
+                                   sweep_group_runs)
 from sweep.progress import FINISHED, RUNNING, GroupOutcome
 
 SWEEP_FILE = "sweep.yaml"  # the same file `sweep.tuner` writes (not imported from there: it pulls in Ray)
@@ -145,19 +145,11 @@ def read_sweep(location: SweepLocation) -> SweepRecord:
     where = f"experiment {location.experiment!r} at {location.tracking_uri}"
     if exp is None:
         raise ConfigError("name", f"no sweep {location.name!r}: no {where}")
-    sweeps = _search_all(client, exp.experiment_id,
-                         f"tags.`{TAG_SWEEP}` = '{location.name}' AND tags.`{TAG_KIND}` = '{KIND_SWEEP}'")
-    if not sweeps:
+    sweep_run = latest_sweep_run(client, exp.experiment_id, location.name)
+    if sweep_run is None:
         raise ConfigError("name", f"no sweep {location.name!r} in {where}")
-    sweep_run = sweeps[-1]  # a sweep started again with --overwrite has a newer run: the latest wins
     sweep_id = sweep_run.data.tags[TAG_SWEEP_ID]
-    runs = _search_all(client, exp.experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'")
-    group_runs = {r.data.tags[TAG_GROUP]: r for r in runs if r.data.tags.get(TAG_KIND) == KIND_GROUP}
-    seed_runs: dict[str, dict[str, Any]] = {g: {} for g in group_runs}
-    for r in runs:
-        tags = r.data.tags
-        if tags.get(TAG_KIND) == KIND_SEED and tags.get(TAG_GROUP) in seed_runs:
-            seed_runs[tags[TAG_GROUP]][tags[TAG_SEED]] = r
+    group_runs, seed_runs = sweep_group_runs(client, exp.experiment_id, sweep_id)
     groups = tuple(_group_record(run, seed_runs[g]) for g, run in group_runs.items())
     total = location.config.max_step() if location.config is not None else None
     if total is None:
