@@ -21,7 +21,7 @@ run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
     mlflow: {tracking_uri: null, experiment: null}   # default: sqlite in <storage>/<name>/mlflow.db
     optuna: {storage: null, seed: 0}    # e.g. sqlite:///study.db to watch it in optuna-dashboard
     divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number: told as that
-    verdict: {effect: 0.003, seed_std: 0.002, alpha: 0.01, power: 0.8}   # warn when seeds are too few
+    verdict: {effect: 0.003, seed_std: 0.002, alpha: 0.01, power: 0.8, correction: holm}   # family-wise verdicts
     confirm: {top: 2, horizons: [1x, 2x, 4x], seeds: 5}                   # defaults for `sweep confirm NAME`
 
 An inline search space maps Shape parameters to a range `[low, high]` (two numbers), a list of choices
@@ -292,6 +292,12 @@ class SweepConfig:
     def experiment(self) -> str:
         return self.mlflow.experiment or self.name
 
+    def verdict_family_size(self) -> int:
+        """How many comparisons this sweep's report tests as one family when every group finishes: every
+        searched shape against every baseline, and every pair of baselines."""
+        b = len(self.baselines)
+        return max(1, self.budget * b + b * (b - 1) // 2)
+
     @property
     def backend(self) -> str:
         """What one seed run is: `trainer` (the built-in GPT), `simulator` (the loss law) or `script`."""
@@ -349,7 +355,8 @@ class SweepConfig:
             "divergence_penalty": self.divergence_penalty,
             "confirm": self.confirm,
             "verdict": {"effect": self.verdict.effect, "seed_std": self.verdict.seed_std,
-                        "alpha": self.verdict.alpha, "power": self.verdict.power},
+                        "alpha": self.verdict.alpha, "power": self.verdict.power,
+                        "correction": self.verdict.correction},
         }
 
 

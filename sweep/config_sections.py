@@ -101,7 +101,9 @@ class SchedulerSection:
 @dataclass(frozen=True)
 class VerdictSection:
     """What the sweep hopes to resolve: a paired effect of `effect` nats against a baseline at significance
-    `alpha` with power `power`. `seed_std` is the std of the *paired per-seed differences* (what
+    `alpha` with power `power`. `correction` is how the verdicts of one report are held to `alpha` as a family
+    (`sweep.verdicts.CORRECTIONS`: holm, the default, bonferroni, fdr_bh or none). `seed_std` is the std of
+    the *paired per-seed differences* (what
     `sweep plan-seeds --std` takes and `--from-sweep` measures); knowing only one group's seed-to-seed std
     sigma, use sqrt(2) x sigma (an upper bound: shared seed effects cancel in a pair). With `effect` set,
     `sweep run` warns when the sweep's seed count cannot resolve it (`sweep.seed_planner`)."""
@@ -110,10 +112,13 @@ class VerdictSection:
     seed_std: float = 0.0015
     alpha: float = 0.01
     power: float = 0.8
+    correction: str = "holm"
 
     @staticmethod
     def parse(d: Any, path: str = "verdict") -> "VerdictSection":
-        d = _keys(d, {"effect", "seed_std", "alpha", "power"}, path)
+        from sweep.verdicts import check_correction
+
+        d = _keys(d, {"effect", "seed_std", "alpha", "power", "correction"}, path)
         out = VerdictSection()
         effect = d.get("effect")
         if effect is not None:
@@ -125,7 +130,8 @@ class VerdictSection:
         if power >= 1.0:
             raise ConfigError(f"{path}.power", f"must be < 1, got {power}")
         return VerdictSection(effect=effect, seed_std=_number(d.get("seed_std", out.seed_std), f"{path}.seed_std", 0.0),
-                              alpha=alpha, power=power)
+                              alpha=alpha, power=power,
+                              correction=check_correction(d.get("correction", out.correction), f"{path}.correction"))
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,12 @@
 
 The report ranks the finished groups (mean final val_loss and val_bpb over seeds, std, 95 % t-interval),
 lists the pruned, diverged and errored ones apart, compares every shape with every baseline on the same
-seeds (paired t, Wilcoxon where n allows, a verdict only at p < alpha), says in words whether the seeds
-could resolve the differences seen, and plots the top shapes' schedules and val-loss curves.
+seeds (paired t, Wilcoxon where n allows), calls a verdict only on p-values adjusted over the whole family
+of the report's comparisons (`verdict.correction`, Holm by default) with each interval at the level that
+matches its test, warns when the numbers show a trainer that ignores its seed or its schedule, marks the
+ranking as selected on these seeds (exploratory; `sweep confirm` gives the unbiased answer), says in
+words whether the seeds could resolve the differences seen, and plots the top shapes' schedules and
+val-loss curves.
 The building blocks live in `sweep.report_data` (reading) and `sweep.report_content` (the numbers).
 """
 
@@ -21,11 +25,11 @@ from typing import Sequence
 from search_spaces.errors import ConfigError
 from sweep.config import is_remote
 from sweep.mlflow_params import redact_uri
-from sweep.report_content import (ComparisonRow, RankedGroup, baseline_noise, compare_with_baselines, rank_groups,
-                                  resolution, resolution_text)
+from sweep.report_content import (ComparisonRow, RankedGroup, baseline_noise, compare_with_baselines, family_text,
+                                  input_warnings, rank_groups, resolution, resolution_text)
 from sweep.report_data import GroupRecord, SweepRecord, locate_sweep, metric_curves, read_sweep
 from sweep.seed_planner import DEFAULT_POWER, NoiseEstimate
-from sweep.verdicts import DEFAULT_ALPHA, min_wilcoxon_n
+from sweep.verdicts import DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, min_wilcoxon_n
 
 REPORT_FILE = "report.md"
 SCHEDULES_PNG = "report_schedules.png"
@@ -86,22 +90,41 @@ def unranked_table(unranked: Sequence[GroupRecord]) -> list[str]:
     return lines
 
 
+def _level(confidence: float) -> str:
+    """0.99975 -> "99.975 %": enough digits to tell the levels of a family apart."""
+    return f"{confidence * 100:.6g} %"
+
+
 def comparison_table(rows: Sequence[ComparisonRow], alpha: float) -> list[str]:
-    """Markdown table: mean paired difference (shape minus baseline), its CI, p-values and the verdict."""
+    """Markdown table: mean paired difference (shape minus baseline), its interval at the level of its test,
+    the raw and family-adjusted p-values and the verdict (or why there is none)."""
     if not rows:
         return ["No shape to compare with a baseline."]
-    lines = [f"| shape | baseline | n | mean difference | 95 % CI | p (paired t) | p (Wilcoxon) | verdict |",
-             "| --- | --- | ---: | ---: | --- | ---: | ---: | --- |"]
+    lines = ["| shape | baseline | n | mean difference | CI at the test's level | p (paired t) | p (adjusted) | "
+             "p (Wilcoxon) | verdict |",
+             "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
     wil_n = min_wilcoxon_n(alpha)
     for row in rows:
         c = row.comparison
         if c is None:
-            lines.append(f"| {row.candidate.name} | {row.baseline.name} | | | | | | {row.note} |")
+            lines.append(f"| {row.candidate.name} | {row.baseline.name} | | | | | | | {row.note} |")
+            continue
+        if c.verdict == NO_VERDICT:
+            lines.append(f"| {row.candidate.name} | {row.baseline.name} | {c.n} | {_f(c.mean_diff, signed=True)} | "
+                         f"| | | | **{NO_VERDICT}**: {c.reason} |")
             continue
         wil = _p(c.wilcoxon_pvalue) if c.wilcoxon_pvalue is not None else f"n < {wil_n}"
+        ci = _ci(c.ci_low, c.ci_high, signed=True)
         lines.append(f"| {row.candidate.name} | {row.baseline.name} | {c.n} | {_f(c.mean_diff, signed=True)} | "
-                     f"{_ci(c.ci_low, c.ci_high, signed=True)} | {_p(c.t_pvalue)} | {wil} | **{c.verdict}** |")
+                     f"{ci} ({_level(c.confidence)}) | {_p(c.t_pvalue)} | {_p(c.adjusted_pvalue)} | {wil} | "
+                     f"**{c.verdict}** |")
     return lines
+
+
+def warning_lines(warnings: dict[str, str], groups: Sequence[GroupRecord]) -> list[str]:
+    """One line per group whose numbers show the trainer ignored its seed or its schedule."""
+    names = {g.group_id: g.name for g in groups}
+    return [f"- **{names.get(gid, gid)}** {why}; its comparisons get no verdict." for gid, why in warnings.items()]
 
 
 def noise_lines(noise: NoiseEstimate, name: str) -> list[str]:
@@ -157,10 +180,15 @@ def write_plots(record: SweepRecord, ranked: Sequence[RankedGroup], unranked: Se
 
 
 def render_markdown(record: SweepRecord, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
-                    plots: dict[str, Path] | None = None) -> str:
-    """The whole report as Markdown (plots referenced by file name, next to report.md)."""
+                    plots: dict[str, Path] | None = None, correction: str = DEFAULT_CORRECTION,
+                    resolution_step: float | None = None) -> str:
+    """The whole report as Markdown (plots referenced by file name, next to report.md). `resolution_step`:
+    the metric's rounding step when known (a script's `metric_precision`), else inferred from the values."""
     ranked, unranked = rank_groups(record.groups)
-    rows = compare_with_baselines(record.groups, alpha)
+    rows = compare_with_baselines(record.groups, alpha, correction=correction, resolution=resolution_step,
+                                  total_steps=record.total_steps)
+    warnings = input_warnings(record.groups, record.total_steps)
+    res = resolution(rows, alpha, power)
     loc = record.location
     counts: dict[str, int] = {}
     for g in record.groups:
@@ -172,18 +200,24 @@ def render_markdown(record: SweepRecord, alpha: float = DEFAULT_ALPHA, power: fl
         f"({record.run_status}), sweep id `{record.sweep_id}`",
         f"- groups: {len(record.groups)} ({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'}); "
         f"seeds: {', '.join(seeds) or 'none'}; horizon: {record.total_steps or 'unknown'} steps",
-        f"- verdicts: paired over the same seeds, called only at p < {alpha:g} (paired t-test); lower loss is better",
+        f"- verdicts: paired t-test over the same seeds, called only on p-values adjusted over the report's whole "
+        f"family of comparisons ({correction}, alpha {alpha:g}); lower loss is better",
     ]
     if record.run_status != "FINISHED":
         out.append(f"- the sweep run is {record.run_status}: the sweep did not end normally "
                    f"(`sweep resume {loc.name}` continues it); groups still running are not ranked")
-    out += ["", "## Ranking (finished groups, by mean final val_loss)", "", *ranking_table(ranked)]
+    if warnings:
+        out += ["", "## Warnings: the trainer ignored an input", "", *warning_lines(warnings, record.groups)]
+    out += ["", "## Ranking (finished groups, by mean final val_loss; exploratory, see below)", "",
+            *ranking_table(ranked)]
     if unranked:
         out += ["", "## Not ranked (stopped early or failed; their losses are not comparable)", "",
                 *unranked_table(unranked)]
+    shapes = sum(1 for r in ranked if not r.group.is_baseline)
     out += ["", "## Paired differences to the baselines (shape minus baseline, final val_loss, nats)", "",
-            *comparison_table(rows, alpha), "", "## Can the seeds resolve these differences?", "",
-            *resolution_text(resolution(rows, alpha, power)), "", "## Seed noise (baselines)", "",
+            *family_text(res, shapes), "", *comparison_table(rows, alpha), "",
+            "## Can the seeds resolve these differences?", "",
+            *resolution_text(res), "", "## Seed noise (baselines)", "",
             *noise_lines(baseline_noise(record.groups), loc.name)]
     plots = plots or {}
     captions = {"schedules": "LR schedules of the top shapes and the baselines",
@@ -215,11 +249,13 @@ def build_report(name: str, storage_path: str | None = None, tracking_uri: str |
     cfg = location.config
     alpha = cfg.verdict.alpha if cfg is not None else DEFAULT_ALPHA
     power = cfg.verdict.power if cfg is not None else DEFAULT_POWER
+    correction = cfg.verdict.correction if cfg is not None else DEFAULT_CORRECTION
+    step = cfg.script.metric_precision if cfg is not None and cfg.script is not None else None
     folder = Path(out).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     ranked, unranked = rank_groups(record.groups)
     plots = write_plots(record, ranked, unranked, folder)
-    markdown = render_markdown(record, alpha, power, plots)
+    markdown = render_markdown(record, alpha, power, plots, correction, step)
     report_path = folder / REPORT_FILE
     # Write then rename: a reader (or the MLflow upload) never sees half a report.
     with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".report.", suffix=".md", delete=False) as tmp:

@@ -7,6 +7,8 @@
       horizon_steps: 400                       # T: the step count the schedule is stretched over
       metrics_regex: null                      # for scripts that only print: named groups step, val_loss, ...
       timeout_s: 600                           # no report and no output for this long: the seed run fails
+      metric_precision: null                   # the step of the printed val_loss (0.001 for 3 decimals);
+                                               # null: inferred by `sweep report` from the values themselves
 
 Validated like every other section: a bad value raises `ConfigError` naming `script.<field>`.
 The launch itself lives in `trainable.external` (see `trainable.external.launcher`): in `args` and `env`
@@ -44,10 +46,11 @@ class ScriptSection:
     env: dict[str, str] = field(default_factory=dict)
     metrics_regex: str | None = None
     timeout_s: float | None = 600.0
+    metric_precision: float | None = None
 
     @staticmethod
     def parse(d: Any, path: str = "script") -> "ScriptSection":
-        d = check_keys(d, {"path", "horizon_steps", "args", "env", "metrics_regex", "timeout_s"}, path)
+        d = check_keys(d, {"path", "horizon_steps", "args", "env", "metrics_regex", "timeout_s", "metric_precision"}, path)
         script = d.get("path")
         if not isinstance(script, str) or not script.strip():
             raise ConfigError(f"{path}.path", f"expected the path of a Python training script, got {script!r}")
@@ -78,15 +81,23 @@ class ScriptSection:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
                 raise ConfigError(f"{path}.timeout_s", f"expected a number of seconds > 0 or null, got {timeout!r}")
             timeout = float(timeout)
+        precision = d.get("metric_precision")
+        if precision is not None:
+            if (isinstance(precision, bool) or not isinstance(precision, (int, float)) or not math.isfinite(precision)
+                    or not 0 < precision < 1):
+                raise ConfigError(f"{path}.metric_precision",
+                                  f"expected the step of the printed metric in (0, 1) (e.g. 0.001) or null, got {precision!r}")
+            precision = float(precision)
         return ScriptSection(
             path=str(resolved), horizon_steps=horizon, args=tuple(str(a) for a in args),
             env={k: str(v) for k, v in env.items()}, metrics_regex=regex, timeout_s=timeout,
+            metric_precision=precision,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "horizon_steps": self.horizon_steps, "args": list(self.args), "env": dict(self.env),
-            "metrics_regex": self.metrics_regex, "timeout_s": self.timeout_s,
+            "metrics_regex": self.metrics_regex, "timeout_s": self.timeout_s, "metric_precision": self.metric_precision,
         }
 
 

@@ -11,6 +11,12 @@ the power is exact:
 
 (no normal approximation: with 3-10 seeds it would promise far too much power).
 
+A report tests many comparisons as one family (`sweep.verdicts.family_verdicts`), so each one is held to a
+stricter level than alpha. `family_alpha` gives the level planned for: alpha / m for m comparisons under
+Holm, Bonferroni or Benjamini-Hochberg. It is exact for Bonferroni and conservative for the other two (Holm
+tests all but the smallest p at a looser level, and BH looser still when several effects are real), so the
+power promised here is a lower bound on what a report delivers.
+
 Which std: the std of the per-seed *differences*, not of one group's final losses. If the seeds of two
 groups were independent the first would be ``sqrt(2)`` times the second; in practice a seed (initialisation,
 data order) moves both groups the same way, and the difference std is smaller. Measure it where you can:
@@ -46,6 +52,13 @@ def _fraction(value: float, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
         raise ConfigError(field, f"must be strictly between 0 and 1, got {value!r}")
     return float(value)
+
+
+def family_alpha(alpha: float, comparisons: int = 1, correction: str = "holm") -> float:
+    """The per-comparison level to plan for when `comparisons` verdicts are tested as one family."""
+    if isinstance(comparisons, bool) or not isinstance(comparisons, int) or comparisons < 1:
+        raise ConfigError("comparisons", f"must be an integer >= 1, got {comparisons!r}")
+    return alpha if correction == "none" else alpha / comparisons
 
 
 def paired_power(n: int, effect: float, std: float, alpha: float = DEFAULT_ALPHA) -> float:
@@ -117,20 +130,24 @@ def plan_seeds(
 
 
 def seed_warning(n_seeds: int, effect: float, std: float, alpha: float = DEFAULT_ALPHA,
-                 power: float = DEFAULT_POWER) -> str | None:
+                 power: float = DEFAULT_POWER, comparisons: int = 1, correction: str = "holm") -> str | None:
     """A warning when `n_seeds` cannot resolve `effect` at `alpha` with `power`, else None.
 
-    `std` is the std of paired per-seed differences (see the module docstring). Meant for the sweep config:
-    a sweep over 3 seeds that targets 0.002-nat effects will mostly report "no detectable difference".
+    `std` is the std of paired per-seed differences (see the module docstring); `comparisons` the size of
+    the family the verdict will be tested in. Meant for the sweep config: a sweep over 3 seeds that targets
+    0.002-nat effects will mostly report "no detectable difference".
     """
-    have = paired_power(n_seeds, effect, std, alpha)
+    level = family_alpha(alpha, comparisons, correction)
+    have = paired_power(n_seeds, effect, std, level)
     if have >= power:
         return None
-    need = required_seeds(effect, std, alpha, power)
+    need = required_seeds(effect, std, level, power)
     needed = f"{need} seeds are needed" if need is not None else f"more than {MAX_SEEDS} seeds would be needed"
+    family = (f" (family of {comparisons} comparisons, {correction}: {level:.2g} per comparison)"
+              if comparisons > 1 and correction != "none" else "")
     return (
         f"{n_seeds} seeds give a paired comparison only {have:.0%} power to detect a {effect:g}-nat effect at "
-        f"alpha {alpha:g} (std of paired differences {std:g}); {needed} for {power:.0%} power"
+        f"alpha {alpha:g}{family} (std of paired differences {std:g}); {needed} for {power:.0%} power"
     )
 
 

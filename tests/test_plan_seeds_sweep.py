@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from sweep.cli import main
-from sweep.config import DEMO_CONFIG
-from sweep.seed_planner import required_seeds
+from sweep.config import DEMO_CONFIG, SweepConfig
+from sweep.seed_planner import family_alpha, required_seeds
 from test_report import Group, write_sweep
 from trainable.config import load_yaml
 
@@ -44,10 +44,14 @@ def test_std_of_paired_baseline_differences_is_measured_and_planned_with(tmp_pat
     assert _number(out, "std of paired differences between baselines:") == pytest.approx(paired, abs=5e-6)
     assert "(8 df)" in out and "(4 df)" in out
     assert _number(out, "planning with") == pytest.approx(paired, abs=5e-6)
-    need = required_seeds(0.002, paired)
-    assert code == 0 and f"{need} seeds needed for power 0.8 at alpha 0.01" in out
-    # The same plan as typing the measured std in.
-    assert main(["plan-seeds", "--effect", "0.002", "--std", repr(paired)]) == 0
+    # Planned for the family the sweep's report tests: every searched shape x every baseline + baseline pairs.
+    m = SweepConfig.from_dict({**load_yaml(DEMO_CONFIG), "seeds": list(range(SEEDS))}).verdict_family_size()
+    assert m > 1 and f"in a family of {m} comparisons (holm)" in out
+    need = required_seeds(0.002, paired, family_alpha(0.01, m))
+    assert need > required_seeds(0.002, paired)  # a family needs more seeds than one comparison alone
+    assert code == 0 and f"{need} seeds needed for power 0.8 at alpha {0.01 / m:.3g} per comparison" in out
+    # The same plan as typing the measured std and the family size in.
+    assert main(["plan-seeds", "--effect", "0.002", "--std", repr(paired), "--comparisons", str(m)]) == 0
     typed = capsys.readouterr().out
     assert out.split("paired two-sided t-test", 1)[1].splitlines()[1:] == \
         typed.split("paired two-sided t-test", 1)[1].splitlines()[1:]
@@ -94,8 +98,10 @@ def _config(tmp_path, seeds: list[int]) -> str:
 def test_sweep_run_warns_when_seeds_cannot_resolve_the_verdict_effect(tmp_path, capsys):
     assert main(["run", _config(tmp_path, [0, 1])]) == 2
     err = capsys.readouterr().err.splitlines()
-    need = required_seeds(0.003, 0.0015)
+    m = SweepConfig.from_yaml(_config(tmp_path, [0, 1])).verdict_family_size()
+    need = required_seeds(0.003, 0.0015, family_alpha(0.01, m))  # the report tests a family of m comparisons
     assert err[0].startswith("sweep: warning: verdict: 2 seeds give a paired comparison only ")
+    assert f"(family of {m} comparisons, holm: " in err[0]
     assert f"{need} seeds are needed for 80% power" in err[0]
     assert err[1].startswith("sweep: error: name: ")
     assert main(["run", _config(tmp_path, list(range(need)))]) == 2

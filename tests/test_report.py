@@ -8,6 +8,7 @@ group. Expected numbers come from scipy's own t-interval, paired t-test and Wilc
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -159,38 +160,62 @@ def test_pruned_diverged_and_errored_groups_are_listed_never_ranked(sweep8):
 
 
 def test_paired_differences_p_values_and_verdicts(sweep8):
+    from statsmodels.stats.multitest import multipletests
+
     rows = {(r[0], r[1]): r for r in _rows(sweep8.report.markdown, "Paired differences")}
     g = sweep8.groups
-    expected_verdicts = {"good": "better", "bad": "worse", "same": "no detectable difference"}
-    for shape, verdict in expected_verdicts.items():
-        for base, label in (("b1", "nanogpt_cosine"), ("b2", "wsd_sqrt")):
-            row = rows[(f"search ({shape})", f"{label} ({base})")]
-            a, b = np.array(g[shape].finals), np.array(g[base].finals)
-            diffs = a - b
-            lo, hi = stats.t.interval(0.95, 7, loc=diffs.mean(), scale=stats.sem(diffs))
-            t_p = stats.ttest_rel(a, b).pvalue
-            w_p = stats.wilcoxon(a, b).pvalue
-            fmt = lambda p: f"{p:.2g}" if p < 1e-3 else f"{p:.3f}"  # noqa: E731
-            assert row[2:] == ["8", f"{diffs.mean():+.4f}", f"[{lo:+.4f}, {hi:+.4f}]", fmt(t_p), fmt(w_p),
-                               f"**{verdict}**"]
     # The two baselines are compared too (wsd_sqrt vs nanogpt_cosine), and nothing else is.
     assert ("wsd_sqrt (b2)", "nanogpt_cosine (b1)") in rows
     assert len(rows) == 3 * 2 + 1
+    pairs = {key: (np.array(g[key[0].split("(")[1].rstrip(")")].finals), np.array(g[key[1].split("(")[1].rstrip(")")].finals))
+             for key in rows}
+    raw = {key: stats.ttest_rel(a, b).pvalue for key, (a, b) in pairs.items()}
+    keys = list(raw)
+    _, holm, _, _ = multipletests([raw[k] for k in keys], alpha=0.01, method="holm")
+    adjusted = dict(zip(keys, holm))
+    fmt = lambda p: f"{p:.2g}" if p < 1e-3 else f"{p:.3f}"  # noqa: E731
+    expected_verdicts = {"good": "better", "bad": "worse", "same": "no detectable difference"}
+    for shape, verdict in expected_verdicts.items():
+        for base, label in (("b1", "nanogpt_cosine"), ("b2", "wsd_sqrt")):
+            key = (f"search ({shape})", f"{label} ({base})")
+            row = rows[key]
+            a, b = pairs[key]
+            diffs = a - b
+            w_p = stats.wilcoxon(a, b).pvalue
+            assert row[2:4] == ["8", f"{diffs.mean():+.4f}"]
+            assert row[5:] == [fmt(raw[key]), fmt(adjusted[key]), fmt(w_p), f"**{verdict}**"]
+            assert (adjusted[key] <= 0.01) == (verdict != "no detectable difference")
+            # The interval is at the level of its own test (Holm's step), and excludes 0 iff a verdict is called.
+            ci, level = re.match(r"(\[.*\]) \(([0-9.]+) %\)", row[4]).groups()
+            lo, hi = stats.t.interval(float(level) / 100, 7, loc=diffs.mean(), scale=stats.sem(diffs))
+            assert ci == f"[{lo:+.4f}, {hi:+.4f}]"
+            assert float(level) > 99.0  # stricter than the 1 - alpha of a comparison on its own
+            assert (hi < 0 or lo > 0) == (verdict != "no detectable difference")
+
+
+def test_report_names_the_family_and_marks_the_ranking_exploratory(sweep8):
+    md = sweep8.report.markdown
+    section = md.split("## Paired differences", 1)[1].split("\n## ", 1)[0]
+    assert "The 7 tested comparisons of this report are one family, adjusted by Holm step-down" in section
+    assert "the chance that this report holds any false \"better\" or \"worse\" is at most 0.01" in section
+    assert "exploratory" in section and "`sweep confirm`" in section and "fresh seeds" in section
+    assert "holm, alpha 0.01" in md.split("## Ranking", 1)[0]
 
 
 def test_resolution_words_and_noise(sweep8):
     md = sweep8.report.markdown
     words = md.split("## Can the seeds resolve these differences?", 1)[1].split("\n## ", 1)[0]
-    assert "With 8 seeds, a paired t-test at alpha 0.01 detects a difference with 80% power only from about" in words
-    # Only the within-noise shape's two comparisons are below what 8 seeds resolve at their own paired std.
+    assert ("With 8 seeds, a paired t-test at the per-comparison level this family imposes (0.0014) detects a "
+            "difference with 80% power only from about") in words
+    # Only the within-noise shape's two comparisons are below what 8 seeds resolve at their own paired std,
+    # planned at the family's per-comparison level alpha / 7.
     g = sweep8.groups
     same = [np.array(g["same"].finals) - np.array(g[b].finals) for b in ("b1", "b2")]
-    need = sorted(required_seeds(abs(d.mean()), d.std(ddof=1)) for d in same)
+    need = sorted(required_seeds(abs(d.mean()), d.std(ddof=1), 0.01 / 7) for d in same)
     sizes = sorted(abs(d.mean()) for d in same)
-    assert (f'2 of 7 comparisons found "no detectable difference" for differences ({sizes[0]:.4f} to '
+    assert (f'2 of 7 tested comparisons found "no detectable difference" for differences ({sizes[0]:.4f} to '
             f'{sizes[1]:.4f} nats) smaller than what 8 seeds can resolve') in words
     assert f"would take {need[0]} to {need[1]} seeds" in words and need[0] > 8
-    assert "7 comparisons at alpha 0.01: about 0.07 would be called by chance alone" in words
     noise = md.split("## Seed noise", 1)[1].split("\n## ", 1)[0]
     b1, b2 = np.array(sweep8.groups["b1"].finals), np.array(sweep8.groups["b2"].finals)
     pooled = math.sqrt((np.var(b1, ddof=1) + np.var(b2, ddof=1)) / 2)
@@ -224,7 +249,7 @@ def test_three_seeds_cannot_use_wilcoxon_and_say_so(tmp_path):
     report = build_report("small", str(tmp_path), out=str(out))
     assert (out / "report.md").is_file() and not (tmp_path / "small" / "report.md").exists()
     rows = _rows(report.markdown, "Paired differences")
-    assert all(r[6] == "n < 8" for r in rows)
+    assert all(r[7] == "n < 8" for r in rows)
     assert "With 3 seeds" in report.markdown and "smaller than what 3 seeds can resolve" in report.markdown
 
 

@@ -71,8 +71,9 @@ def test_simulated_sweep_then_report(tmp_path: Path) -> None:
 
     rows = _table(markdown, "Paired differences")
     assert len(rows) == 2 * 2 + 1  # each searched shape vs both baselines, and wsd_sqrt vs nanogpt_cosine
-    assert all(r[2] == "3" and r[6] == "n < 8" and r[7] in VERDICTS for r in rows)
-    assert "With 3 seeds, a paired t-test at alpha 0.01" in markdown
+    assert all(r[2] == "3" and r[7] == "n < 8" and r[8] in VERDICTS for r in rows)
+    assert "With 3 seeds, a paired t-test at the per-comparison level this family imposes (0.002)" in markdown
+    assert "The 5 tested comparisons of this report are one family, adjusted by Holm" in markdown
 
     sweep_run = client.search_runs([exp.experiment_id], "tags.`schedsweep.kind` = 'sweep'")[0]
     logged_files = sorted(Path(a.path).name for a in client.list_artifacts(sweep_run.info.run_id, "report"))

@@ -9,15 +9,15 @@ import pytest
 from scipy import stats
 
 from sweep.verdicts import (
-    BETTER, NO_DIFFERENCE, WILCOXON_MIN_N, WORSE, UnmatchedSeedsError, compare_to_baselines, min_wilcoxon_n,
-    paired_comparison,
+    BETTER, CORRECTIONS, NO_DIFFERENCE, NO_VERDICT, WILCOXON_MIN_N, WORSE, UnmatchedSeedsError, compare_to_baselines,
+    family_verdicts, min_wilcoxon_n, paired_comparison, without_verdict,
 )
 
 
 def test_hand_computed_three_seed_comparison():
     base = {0: 3.300, 1: 3.310, 2: 3.290}
     cand = {0: 3.296, 1: 3.304, 2: 3.288}  # diffs -0.004, -0.006, -0.002
-    c = paired_comparison(cand, base)
+    c = paired_comparison(cand, base, confidence=0.95)
     # mean -0.004, sample std 0.002, se 0.002/sqrt(3), t = -2*sqrt(3) = -3.4641, df 2
     assert c.mean_diff == pytest.approx(-0.004, abs=1e-12)
     assert c.std_diff == pytest.approx(0.002, abs=1e-12)
@@ -66,13 +66,74 @@ def test_worse_and_higher_is_better():
     assert paired_comparison(cand, base, lower_is_better=False).verdict == BETTER
 
 
-def test_noiseless_identical_shift_and_identical_values():
+def test_identical_differences_get_no_verdict_not_certainty():
+    # A trainer that ignores its seed gives every seed the same difference: std 0 is not "certainly
+    # different", it is no noise to test against (a hard-coded seed, or a schedule that is not read).
     base = {s: 3.0 + 0.5 * s for s in range(3)}
     shifted = {s: v - 0.125 for s, v in base.items()}  # exact in binary: the differences are all equal
     c = paired_comparison(shifted, base)
-    assert c.std_diff == 0.0 and c.t_pvalue == 0.0 and c.verdict == BETTER
+    assert c.std_diff == 0.0 and math.isnan(c.t_pvalue) and c.verdict == NO_VERDICT
+    assert "std 0" in c.reason and "ignore its seed" in c.reason
     same = paired_comparison(base, base)
-    assert same.t_pvalue == 1.0 and same.verdict == NO_DIFFERENCE
+    assert same.verdict == NO_VERDICT and not same.testable
+
+
+def test_two_seeds_get_no_verdict():
+    c = paired_comparison({0: 2.90, 1: 2.95}, {0: 3.00, 1: 3.04})
+    assert c.verdict == NO_VERDICT and c.reason.startswith("2 seeds: a paired test needs at least 3")
+    assert math.isfinite(c.mean_diff) and math.isnan(c.t_pvalue)
+
+
+def test_spread_below_the_metric_resolution_gets_no_verdict():
+    # A script printing 3 decimals: the differences -0.001, -0.002, -0.001, -0.001 look "significant", but
+    # their spread is one rounding step.
+    base = {s: 3.100 + 0.010 * s for s in range(4)}
+    cand = {s: v - d for (s, v), d in zip(base.items(), (0.001, 0.002, 0.001, 0.001))}
+    assert paired_comparison(cand, base, alpha=0.05).verdict == BETTER  # without knowing the resolution
+    c = paired_comparison(cand, base, alpha=0.05, resolution=0.001)
+    assert c.verdict == NO_VERDICT and "resolution 0.001" in c.reason
+
+
+def test_family_adjustment_is_statsmodels_and_every_interval_matches_its_verdict():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(7)
+    comparisons = []
+    for k in range(40):  # a mix of null pairs and real effects of several sizes
+        effect = [0.0, 0.0, -0.002, 0.004, -0.01][k % 5]
+        base = 3.3 + rng.normal(0, 0.01, 5)
+        cand = base + effect + rng.normal(0, 0.0015, 5)
+        comparisons.append(paired_comparison(dict(enumerate(cand)), dict(enumerate(base)), names=(f"s{k}", "b")))
+    raw = np.array([c.t_pvalue for c in comparisons])
+    for method in CORRECTIONS:
+        out = family_verdicts(comparisons, alpha=0.01, correction=method)
+        if method == "none":
+            expected_reject, expected_adj = raw <= 0.01, raw
+        else:
+            expected_reject, expected_adj, _, _ = multipletests(raw, alpha=0.01, method=method)
+        assert [c.adjusted_pvalue for c in out] == pytest.approx(list(expected_adj), rel=1e-12)
+        assert [c.verdict != NO_DIFFERENCE for c in out] == list(expected_reject)
+        assert {c.family_size for c in out} == {40} and {c.correction for c in out} == {method}
+        for c in out:  # the interval shown excludes 0 exactly when a verdict is called
+            assert (c.ci_high < 0 or c.ci_low > 0) == (c.verdict in (BETTER, WORSE)), (method, c.summary())
+        if method == "bonferroni":
+            assert {round(c.confidence, 12) for c in out} == {round(1 - 0.01 / 40, 12)}
+    holm = family_verdicts(comparisons, 0.01, "holm")
+    bonf = family_verdicts(comparisons, 0.01, "bonferroni")
+    none = family_verdicts(comparisons, 0.01, "none")
+    called = [sum(c.verdict != NO_DIFFERENCE for c in out) for out in (bonf, holm, none)]
+    assert 0 < called[0] <= called[1] <= called[2]  # Holm is never less powerful than Bonferroni
+
+
+def test_untestable_comparisons_stay_out_of_the_family():
+    rng = np.random.default_rng(3)
+    base = 3.0 + rng.normal(0, 0.01, 4)
+    good = paired_comparison(dict(enumerate(base - 0.01 + rng.normal(0, 0.001, 4))), dict(enumerate(base)))
+    flat = paired_comparison(dict(enumerate(base - 0.01)), dict(enumerate(base - 0.01 + 0.0)))
+    held = without_verdict(good, "seeds of s identical")
+    out = family_verdicts([good, flat, held], 0.01, "bonferroni")
+    assert out[0].family_size == 1 and out[0].adjusted_pvalue == pytest.approx(good.t_pvalue)
+    assert out[1].verdict == NO_VERDICT and out[2].verdict == NO_VERDICT and out[2].reason == "seeds of s identical"
 
 
 def test_wilcoxon_threshold():
@@ -94,7 +155,7 @@ def test_unmatched_seeds_are_refused_naming_them():
 
 def test_single_pair_has_no_p_value_and_no_verdict():
     c = paired_comparison({0: 2.9}, {0: 3.0})
-    assert math.isnan(c.t_pvalue) and c.verdict == NO_DIFFERENCE and "n/a" in c.summary()
+    assert math.isnan(c.t_pvalue) and c.verdict == NO_VERDICT and "n/a" in c.summary()
 
 
 def test_compare_to_baselines_pairs_every_shape_with_every_baseline():
@@ -105,5 +166,6 @@ def test_compare_to_baselines_pairs_every_shape_with_every_baseline():
     }
     out = compare_to_baselines(groups, ["cosine", "linear"])
     assert [(c.candidate, c.baseline) for c in out] == [("wsd", "cosine"), ("wsd", "linear")]
+    assert all(c.correction == "holm" for c in out)
     with pytest.raises(ValueError, match="baseline groups not found: nope"):
         compare_to_baselines(groups, ["nope"])

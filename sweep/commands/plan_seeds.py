@@ -1,6 +1,6 @@
 """``sweep plan-seeds``: how many seeds a paired comparison needs to resolve a schedule effect.
 
-    sweep plan-seeds --effect 0.002 --std 0.0014 [--alpha 0.01] [--power 0.8]
+    sweep plan-seeds --effect 0.002 --std 0.0014 [--alpha 0.01] [--power 0.8] [--comparisons 40]
     sweep plan-seeds --effect 0.002 --from-sweep demo [--storage ./sweeps] [--tracking-uri URI]
 
 Prints power against the number of seeds (exact noncentral t, two-sided paired t-test) and the answer.
@@ -8,6 +8,9 @@ Prints power against the number of seeds (exact noncentral t, two-sided paired t
 ``--from-sweep`` measures it on a finished sweep's baseline groups instead: the std of paired differences
 between two baselines that share seeds when there are two, else sqrt(2) x the pooled within-group std of
 final val loss (the independent-seeds bound); ``--effect`` then defaults to the sweep's `verdict.effect`.
+``--comparisons M`` plans for a verdict tested in a family of M comparisons (a report's shapes x baselines),
+at alpha / M per comparison (`sweep.seed_planner.family_alpha`); with ``--from-sweep`` it defaults to the
+family that sweep's report tests.
 """
 
 from __future__ import annotations
@@ -41,13 +44,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --from-sweep: read this MLflow store instead of the one in sweep.yaml")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"test level (default {DEFAULT_ALPHA})")
     parser.add_argument("--power", type=float, default=DEFAULT_POWER, help=f"target power (default {DEFAULT_POWER})")
+    parser.add_argument("--comparisons", type=int, default=None,
+                        help="size of the family the verdict is tested in (default 1; with --from-sweep: the "
+                             "sweep's shapes x baselines plus baseline pairs)")
+    parser.add_argument("--correction", default=None,
+                        help="holm, bonferroni, fdr_bh or none (default holm; with --from-sweep: the sweep's)")
     parser.add_argument("--max-seeds", type=int, default=MAX_SEEDS,
                         help=f"give up past this many (default {MAX_SEEDS})")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sweep.seed_planner import plan_seeds
+    from sweep.seed_planner import family_alpha, plan_seeds
+    from sweep.verdicts import check_correction
 
     # Validate every option first, naming it the way the user typed it.
     for option, value in (("--effect", args.effect), ("--std", args.std)):
@@ -58,16 +67,26 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(option, f"must be strictly between 0 and 1, got {value}")
     if args.max_seeds < 2:
         raise ConfigError("--max-seeds", f"must be >= 2, got {args.max_seeds}")
+    if args.comparisons is not None and args.comparisons < 1:
+        raise ConfigError("--comparisons", f"must be >= 1, got {args.comparisons}")
+    if args.correction is not None:
+        check_correction(args.correction, "--correction")
     if args.from_sweep is None and (args.storage is not None or args.tracking_uri is not None):
         raise ConfigError("--storage" if args.storage is not None else "--tracking-uri", "only with --from-sweep")
     effect, std = args.effect, args.std
+    comparisons, correction = args.comparisons or 1, args.correction or "holm"
     if args.from_sweep is not None:
-        effect, std = _from_sweep(args)
+        effect, std, family = _from_sweep(args)
+        comparisons = args.comparisons or family[0]
+        correction = args.correction or family[1]
     elif effect is None:
         raise ConfigError("--effect", "required (the smallest difference in final loss worth detecting, in nats)")
-    plan = plan_seeds(effect, std, args.alpha, args.power, args.max_seeds)
+    level = family_alpha(args.alpha, comparisons, correction)
+    plan = plan_seeds(effect, std, level, args.power, args.max_seeds)
+    family = (f", in a family of {comparisons} comparisons ({correction}): {plan.alpha:.3g} per comparison"
+              if comparisons > 1 and correction != "none" else "")
     print(f"paired two-sided t-test, effect {plan.effect:g} nats, std of paired differences {plan.std:g} "
-          f"(effect/std = {plan.effect / plan.std:.3g}), alpha {plan.alpha:g}")
+          f"(effect/std = {plan.effect / plan.std:.3g}), alpha {args.alpha:g}{family}")
     print(f"{'seeds':>6}  {'power':>6}")
     for n, power in plan.rows:
         mark = "  <- needed" if n == plan.required else ""
@@ -75,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
     if plan.required is None:
         print(f"more than {args.max_seeds} seeds needed for power {plan.power:g}")
         return 1
-    print(f"{plan.required} seeds needed for power {plan.power:g} at alpha {plan.alpha:g}")
+    print(f"{plan.required} seeds needed for power {plan.power:g} at alpha {plan.alpha:.3g} per comparison")
     return 0
 
 
-def _from_sweep(args: argparse.Namespace) -> tuple[float, float]:
-    """(effect, std) with the std measured on the sweep's finished baselines; prints what was measured."""
+def _from_sweep(args: argparse.Namespace) -> tuple[float, float, tuple[int, str]]:
+    """(effect, std, (family size, correction)) with the std measured on the sweep's finished baselines;
+    prints what was measured."""
     from sweep.report_content import baseline_noise
     from sweep.report_data import locate_sweep, quiet_store_logs, read_sweep
 
@@ -101,4 +121,6 @@ def _from_sweep(args: argparse.Namespace) -> tuple[float, float]:
     if noise.paired_std is not None:
         print(f"  std of paired differences between baselines: {noise.paired_std:.5f} nats ({noise.paired_df} df)")
     print(f"  planning with {picked[0]:.5f} nats: {picked[1]}")
-    return effect, picked[0]
+    cfg = location.config
+    family = (cfg.verdict_family_size(), cfg.verdict.correction) if cfg is not None else (1, "holm")
+    return effect, picked[0], family

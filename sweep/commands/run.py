@@ -86,7 +86,8 @@ def verdict_warning(cfg: SweepConfig) -> str | None:
     from sweep.seed_planner import seed_warning
 
     v = cfg.verdict
-    message = seed_warning(len(cfg.seeds), v.effect, v.seed_std, v.alpha, v.power)
+    message = seed_warning(len(cfg.seeds), v.effect, v.seed_std, v.alpha, v.power, cfg.verdict_family_size(),
+                           v.correction)
     if message is None:
         return None
     return (f"verdict: {message}; report verdicts on effects that small will mostly be "
