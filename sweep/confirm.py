@@ -5,6 +5,12 @@ finished sweep NAME it takes the `top` best finished searched shapes (by mean fi
 baseline presets and runs every one of them at each horizon factor (1x, 2x, 4x of the sweep's horizon; shapes
 are fractions of T, so they stretch as they are) over the same `n_seeds` seeds, with no early stopping.
 
+The seeds are fresh by default: the smallest integers the sweep never ran (a seed fixes both the
+initialisation and the data order, so these runs share neither with the search). The finalists were picked
+because they looked best on the sweep's own seeds, and part of that look is those seeds' noise (the
+winner's curse); judged again on the same seeds, a finalist that is no better than a baseline is still called
+better several times more often than alpha. `reuse_sweep_seeds` puts the sweep's seeds first, on request.
+
 Each horizon is one *stage sweep* named `NAME.confirm-<factor>x` in the same storage, run by the ordinary
 machinery (`sweep.tuner`: group trials, the MLflow callback, resume), with a `FixedGroupSearcher` in place of
 TPE. Its `sweep.yaml` is a normal sweep config (scheduler off, budget = number of finalists), so
@@ -59,15 +65,20 @@ def stage_name(sweep_name: str, factor: float) -> str:
     return f"{sweep_name}.{STAGE}-{horizon_label(factor)}"
 
 
-def confirm_seeds(sweep_seeds: Sequence[int], n: int) -> tuple[int, ...]:
-    """`n` seeds: the sweep's own first (their runs are comparable with the search), then the smallest unused
-    integers. The same list serves every group and horizon, so every comparison is paired."""
+def confirm_seeds(sweep_seeds: Sequence[int], n: int, reuse_sweep_seeds: bool = False) -> tuple[int, ...]:
+    """`n` seeds, the same list for every group and horizon, so every comparison is paired.
+
+    By default the smallest integers that are not among `sweep_seeds`: fresh runs, whose noise played no part
+    in choosing the finalists. With `reuse_sweep_seeds`, the sweep's own seeds first (their runs are then
+    comparable with the search, but the verdicts inherit the selection bias), then the smallest unused ones.
+    """
     if n < 1:
         raise ConfigError("--seeds", f"must be >= 1, got {n}")
-    seeds = list(dict.fromkeys(int(s) for s in sweep_seeds))[:n]
+    used = {int(s) for s in sweep_seeds}
+    seeds = list(dict.fromkeys(int(s) for s in sweep_seeds))[:n] if reuse_sweep_seeds else []
     candidate = 0
     while len(seeds) < n:
-        if candidate not in seeds:
+        if candidate not in seeds and (reuse_sweep_seeds or candidate not in used):
             seeds.append(candidate)
         candidate += 1
     return tuple(seeds)
@@ -77,7 +88,8 @@ def confirm_seeds(sweep_seeds: Sequence[int], n: int) -> tuple[int, ...]:
 class ConfirmSettings:
     """What `sweep confirm` runs: a `confirm:` block of a YAML file, or the command-line flags (which win).
 
-        confirm: {top: 2, horizons: [1x, 2x, 4x], seeds: 5, lm_eval_tasks: default, lm_eval_limit: null}
+        confirm: {top: 2, horizons: [1x, 2x, 4x], seeds: 5, reuse_sweep_seeds: false, lm_eval_tasks: default,
+                  lm_eval_limit: null}
     """
 
     top: int = 2
@@ -85,12 +97,14 @@ class ConfirmSettings:
     seeds: int = 5
     lm_eval_tasks: str = "default"
     lm_eval_limit: int | None = None
+    reuse_sweep_seeds: bool = False
 
     @staticmethod
     def parse(d: Any, path: str = "confirm") -> "ConfirmSettings":
         from trainable.config_checks import check_int, check_keys
 
-        d = {} if d is None else check_keys(d, {"top", "horizons", "seeds", "lm_eval_tasks", "lm_eval_limit"}, path)
+        d = {} if d is None else check_keys(
+            d, {"top", "horizons", "seeds", "reuse_sweep_seeds", "lm_eval_tasks", "lm_eval_limit"}, path)
         out = ConfirmSettings()
         horizons = d.get("horizons", out.horizons)
         if isinstance(horizons, (list, tuple)):
@@ -101,12 +115,16 @@ class ConfirmSettings:
         if not isinstance(tasks, str) or not tasks.strip():
             raise ConfigError(f"{path}.lm_eval_tasks", f"expected default, local, none or task names, got {tasks!r}")
         limit = d.get("lm_eval_limit")
+        reuse = d.get("reuse_sweep_seeds", out.reuse_sweep_seeds)
+        if not isinstance(reuse, bool):
+            raise ConfigError(f"{path}.reuse_sweep_seeds", f"expected true or false, got {reuse!r}")
         return ConfirmSettings(
             top=check_int(d.get("top", out.top), f"{path}.top", 1),
             horizons=parse_horizons(str(horizons), f"{path}.horizons"),
             seeds=check_int(d.get("seeds", out.seeds), f"{path}.seeds", 1),
             lm_eval_tasks=tasks,
             lm_eval_limit=None if limit is None else check_int(limit, f"{path}.lm_eval_limit", 1),
+            reuse_sweep_seeds=reuse,
         )
 
 
@@ -291,6 +309,7 @@ class ConfirmPlan:
     factors: tuple[float, ...]
     stages: tuple[SweepConfig, ...]
     groups: tuple[dict[str, Any], ...]
+    reuse_sweep_seeds: bool = False
 
     @property
     def report_dir(self) -> str:
@@ -298,7 +317,8 @@ class ConfirmPlan:
         return storage.join(self.sweep.sweep_dir, STAGE)
 
 
-def plan_confirmation(storage_path: str, name: str, top: int, factors: Sequence[float], n_seeds: int) -> ConfirmPlan:
+def plan_confirmation(storage_path: str, name: str, top: int, factors: Sequence[float], n_seeds: int,
+                      reuse_sweep_seeds: bool = False) -> ConfirmPlan:
     """Validate everything and decide the stages before anything runs (bad input: `ConfigError`)."""
     from sweep.tuner import load_saved_config
 
@@ -308,10 +328,10 @@ def plan_confirmation(storage_path: str, name: str, top: int, factors: Sequence[
     finalists = select_finalists(read_groups(cfg.sweep_dir), top)
     if not finalists:
         raise ConfigError("name", f"sweep {name!r} has no finished searched group to confirm")
-    seeds = confirm_seeds(cfg.seeds, n_seeds)
+    seeds = confirm_seeds(cfg.seeds, n_seeds, reuse_sweep_seeds)
     stages = tuple(stage_config(cfg, f, seeds, len(finalists)) for f in factors)
     groups = tuple(stage_groups(finalists, cfg.baselines))
-    return ConfirmPlan(cfg, tuple(finalists), seeds, tuple(factors), stages, groups)
+    return ConfirmPlan(cfg, tuple(finalists), seeds, tuple(factors), stages, groups, reuse_sweep_seeds)
 
 
 def run_confirmation(plan: ConfirmPlan, overwrite: bool = False, scratch_dir: str | None = None) -> dict[str, list[SweepGroup]]:

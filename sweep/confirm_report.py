@@ -2,9 +2,12 @@
 
 For every horizon, every finalist is compared with every baseline seed by seed (`sweep.verdicts.
 paired_comparison`: the same seeds ran both, so the shared seed effect cancels): the mean paired delta of the
-final val_loss (finalist minus baseline; negative = the finalist is better) with its 95 % t-interval. The
-report is a markdown table plus a PNG of delta against horizon, and one sentence per pair (`trend_words`).
-Downstream (lm-eval) metrics, when there are any, are shown per group as seed means with 95 % intervals.
+final val_loss (finalist minus baseline; negative = the finalist is better). All of these comparisons,
+finalists x baselines x horizons, are one family: each verdict is called on its p-value adjusted over the
+family, at the sweep's `verdict.alpha` with its `verdict.correction` (`sweep.verdicts.family_verdicts`), and
+each interval is at the level of its own test. The words per pair (`trend_words`) come from those corrected
+verdicts. The report is a markdown table plus a PNG of delta against horizon. Downstream (lm-eval) metrics,
+when there are any, are shown per group as seed means with 95 % intervals.
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sweep.stats import seed_stats
-from sweep.verdicts import paired_comparison
-
-# Without intervals (one seed): the factor by which |delta| must change to count as shrinking or growing.
-SHRINK_BELOW, GROW_ABOVE = 0.5, 2.0
+from sweep.verdicts import (BETTER, CALLED, CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, WORSE,
+                            family_verdicts, paired_comparison)
 
 
 @dataclass(frozen=True)
 class DeltaPoint:
-    """Finalist minus baseline at one horizon (final val_loss, paired by seed)."""
+    """Finalist minus baseline at one horizon (final val_loss, paired by seed), with its family verdict.
+
+    `confidence` is the level of the interval, the one that matches the test (see `sweep.verdicts`);
+    `reason` says why there is no verdict when `verdict` is "no verdict"."""
 
     finalist: str
     baseline: str
@@ -36,70 +40,112 @@ class DeltaPoint:
     mean: float
     ci_low: float
     ci_high: float
+    confidence: float = 0.95
+    p_value: float = math.nan
+    adjusted_p: float = math.nan
+    verdict: str = NO_VERDICT
+    reason: str = ""
+    family_size: int = 1
+    correction: str = "none"
 
     @property
     def significant(self) -> bool:
-        """The 95 % interval excludes 0."""
-        return self.ci_low > 0.0 or self.ci_high < 0.0
+        """A verdict ("better" or "worse") was called on the family-adjusted p-value."""
+        return self.verdict in CALLED
 
 
 def delta_points(stages: Mapping[str, Sequence[Any]], factors: Mapping[str, float], steps: Mapping[str, int],
-                 finalists: Sequence[str], baselines: Sequence[str]) -> list[DeltaPoint]:
-    """Every (finalist, baseline, horizon) paired delta. `stages`: horizon label -> the stage's `SweepGroup`s;
-    groups are named by `sweep.confirm.group_key`. Pairs where either group did not finish are left out."""
+                 finalists: Sequence[str], baselines: Sequence[str], alpha: float = DEFAULT_ALPHA,
+                 correction: str = DEFAULT_CORRECTION) -> list[DeltaPoint]:
+    """Every (finalist, baseline, horizon) paired delta, its verdict called over all of them as one family.
+
+    `stages`: horizon label -> the stage's `SweepGroup`s; groups are named by `sweep.confirm.group_key`.
+    Pairs where either group did not finish are left out."""
     from sweep.confirm import group_key
 
-    out = []
+    keys, comparisons = [], []
     for label, groups in stages.items():
         by_key = {group_key(g.config): g for g in groups if g.finished}
         for fin in finalists:
             for base in baselines:
                 if fin not in by_key or base not in by_key:
                     continue
-                cmp = paired_comparison(by_key[fin].outcome.final_val_loss, by_key[base].outcome.final_val_loss,
-                                        names=(fin, base), confidence=0.95)
-                out.append(DeltaPoint(fin, base, label, float(factors[label]), int(steps[label]), cmp.n,
-                                      cmp.mean_diff, cmp.ci_low, cmp.ci_high))
+                comparisons.append(paired_comparison(by_key[fin].outcome.final_val_loss,
+                                                     by_key[base].outcome.final_val_loss, names=(fin, base),
+                                                     alpha=alpha))
+                keys.append(label)
+    out = []
+    for label, c in zip(keys, family_verdicts(comparisons, alpha, correction)):
+        out.append(DeltaPoint(c.candidate, c.baseline, label, float(factors[label]), int(steps[label]), c.n,
+                              c.mean_diff, c.ci_low, c.ci_high, c.confidence, c.t_pvalue, c.adjusted_pvalue,
+                              c.verdict, c.reason, c.family_size, c.correction))
     return sorted(out, key=lambda p: (p.finalist, p.baseline, p.factor))
 
 
-def trend_words(points: Sequence[DeltaPoint]) -> str:
-    """One sentence on how a pair's delta moves from the shortest to the longest horizon.
+def _called(p: DeltaPoint) -> str:
+    who = "the finalist" if p.verdict == BETTER else "the baseline"
+    return f"{p.verdict} at {p.horizon} ({who} wins, adjusted p {p.adjusted_p:.2g})"
 
-    flips: the mean delta changes sign. Otherwise the change of the delta is weighed against its noise: with
-    both 95 % intervals known, |delta| "shrinks" or "grows" when the change exceeds the combined half-width
-    sqrt(h1^2 + h2^2) (the two horizons ran independent runs), else it "holds"; with single seeds (no
-    interval) a change by more than a factor of 2 counts. Whether the longest horizon's interval excludes 0
-    is said too.
+
+def trend_words(points: Sequence[DeltaPoint]) -> str:
+    """One sentence on how a pair's gap moves from the shortest to the longest horizon, from the corrected
+    verdicts alone.
+
+    - flips: "better" at one horizon and "worse" at another;
+    - both ends called the same way: |delta| "shrinks" or "grows" when its change exceeds the combined
+      half-width sqrt(h1^2 + h2^2) of the two intervals (independent runs), else it "holds";
+    - called only at the longest horizon: the gap "appears"; only at the shortest: it "fades";
+    - called at neither end (perhaps in between): no resolved gap at the ends, said as such.
     """
     points = sorted(points, key=lambda p: p.factor)
     if not points:
         return "no finished pair to compare"
+    called = {p.verdict for p in points if p.significant}
     first, last = points[0], points[-1]
-    who = "the finalist" if last.mean < 0 else "the baseline"
-    sig = (f"significant at {last.horizon} (95 % CI excludes 0; {who} is better)" if last.significant
-           else f"not significant at {last.horizon} (95 % CI includes 0)")
+    if called == {BETTER, WORSE}:
+        return ("the gap flips: " + ", ".join(_called(p) for p in points if p.significant))
     if len(points) == 1:
-        return f"only {first.horizon} finished: delta {first.mean:+.4f}, {sig}"
-    if first.mean == 0.0 or last.mean == 0.0 or (first.mean > 0) != (last.mean > 0):
-        trend = "flips"
-    else:
+        return (f"only {first.horizon} finished: {_called(first)}" if first.significant else
+                f"only {first.horizon} finished: delta {first.mean:+.4f}, no resolved difference "
+                f"({first.verdict}{': ' + first.reason if first.reason else ''})")
+    span = f"from {first.mean:+.4f} at {first.horizon} to {last.mean:+.4f} at {last.horizon}"
+    if first.significant and last.significant:
         halves = [(p.ci_high - p.ci_low) / 2.0 for p in (first, last)]
         change = abs(last.mean) - abs(first.mean)
-        if all(math.isfinite(h) for h in halves):
-            noise = math.sqrt(halves[0] ** 2 + halves[1] ** 2)
-            trend = "holds" if abs(change) <= noise else "shrinks" if change < 0 else "grows"
-        else:
-            ratio = abs(last.mean) / abs(first.mean)
-            trend = "shrinks" if ratio < SHRINK_BELOW else "grows" if ratio > GROW_ABOVE else "holds"
-    return (f"the gap {trend} from {first.mean:+.4f} at {first.horizon} to {last.mean:+.4f} at {last.horizon}; "
-            f"{sig}")
+        noise = math.sqrt(halves[0] ** 2 + halves[1] ** 2)
+        trend = "holds" if abs(change) <= noise else "shrinks" if change < 0 else "grows"
+        return f"the gap {trend} {span}; {_called(last)}"
+    if last.significant:
+        return f"the gap appears {span}: not resolved at {first.horizon}, {_called(last)}"
+    if first.significant:
+        return f"the gap fades {span}: {_called(first)}, not resolved at {last.horizon}"
+    middle = [p for p in points if p.significant]
+    if middle:
+        return f"no resolved gap at {first.horizon} or {last.horizon} ({span}); " + ", ".join(_called(p) for p in middle)
+    return f"no resolved gap at any horizon ({span})"
 
 
 def _ci(p: DeltaPoint) -> str:
-    if math.isnan(p.ci_low):
-        return f"{p.mean:+.4f} (n={p.n}, no CI)"
-    return f"{p.mean:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}]"
+    if p.verdict == NO_VERDICT:
+        return f"{p.mean:+.4f} (n={p.n}; no verdict: {p.reason})"
+    level = f"{p.confidence * 100:.6g} %"
+    return (f"{p.mean:+.4f} [{p.ci_low:+.4f}, {p.ci_high:+.4f}] ({level}), adj. p {p.adjusted_p:.2g}, "
+            f"**{p.verdict}**")
+
+
+def family_sentence(points: Sequence[DeltaPoint], alpha: float) -> str:
+    """What family the verdicts belong to and what its correction guarantees."""
+    tested = [p for p in points if p.verdict != NO_VERDICT]
+    if not tested:
+        return "No comparison could be tested, so no verdict is called."
+    m, correction = tested[0].family_size, tested[0].correction
+    what = CORRECTIONS.get(correction, correction)
+    guarantee = ("when no finalist truly differs from a baseline, the chance of any false \"better\" or \"worse\" "
+                 f"in this report is at most {alpha:g}" if correction in ("holm", "bonferroni") else
+                 f"the expected share of false verdicts among those called is at most {alpha:g}"
+                 if correction == "fdr_bh" else f"each comparison is tested at alpha {alpha:g} on its own")
+    return (f"Verdicts: the {m} comparisons (finalists x baselines x horizons) are one family, adjusted by {what} "
+            f"at alpha {alpha:g}: {guarantee}. Each interval is at the level of its own test.")
 
 
 def _stat_cell(values: Sequence[float], digits: int = 4) -> str:
@@ -111,16 +157,35 @@ def _stat_cell(values: Sequence[float], digits: int = 4) -> str:
     return f"{s.mean:.{digits}f} ± {s.half_width:.{digits}f} (n={s.n})"
 
 
+def seeds_sentence(seeds: Sequence[int], sweep_seeds: Sequence[int] | None) -> str:
+    """Which seeds ran, and whether they are fresh (disjoint from the sweep's) or reuse the sweep's own."""
+    listed = ", ".join(str(s) for s in seeds)
+    if sweep_seeds is None:
+        return f"Seeds (the same for every group and horizon): {listed}."
+    reused = sorted(set(int(s) for s in seeds) & set(int(s) for s in sweep_seeds))
+    if not reused:
+        return (f"Seeds (the same for every group and horizon): {listed}, fresh: disjoint from the sweep's own "
+                f"({', '.join(str(s) for s in sweep_seeds)}), so the noise that helped pick the finalists plays no "
+                "part in these verdicts.")
+    return (f"Seeds (the same for every group and horizon): {listed}. **{len(reused)} of them ("
+            f"{', '.join(str(s) for s in reused)}) are the sweep's own**, on which the finalists were chosen: "
+            "these verdicts are biased towards the finalists (the winner's curse). Run without "
+            "--reuse-sweep-seeds for fresh seeds.")
+
+
 def render_markdown(sweep_name: str, points: Sequence[DeltaPoint], finalists: Mapping[str, str],
                     horizons: Sequence[str], steps: Mapping[str, int], seeds: Sequence[int],
                     losses: Mapping[str, Mapping[str, Sequence[float]]],
                     downstream: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-                    downstream_horizon: str | None = None, plot_name: str = "deltas.png") -> str:
+                    downstream_horizon: str | None = None, plot_name: str = "deltas.png",
+                    alpha: float = DEFAULT_ALPHA, sweep_seeds: Sequence[int] | None = None) -> str:
     """The report. `finalists`: finalist key -> a description; `losses`: horizon -> group -> per-seed final
-    val_loss; `downstream`: group -> metric -> per-seed values (at `downstream_horizon`)."""
+    val_loss; `downstream`: group -> metric -> per-seed values (at `downstream_horizon`); `sweep_seeds`: the
+    seeds the searched sweep ran (to say whether these are fresh)."""
     lines = [f"# Confirmation of sweep `{sweep_name}`", "",
-             f"Seeds (the same for every group and horizon): {', '.join(str(s) for s in seeds)}. "
+             seeds_sentence(seeds, sweep_seeds) + " "
              f"Horizons: " + ", ".join(f"{h} ({steps[h]} steps)" for h in horizons) + ". No early stopping.", "",
+             family_sentence(points, alpha), "",
              "## Finalists", "", "| finalist | schedule (sweep mean final val_loss) |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in finalists.items()]
     groups = sorted({g for h in losses.values() for g in h})
@@ -128,8 +193,8 @@ def render_markdown(sweep_name: str, points: Sequence[DeltaPoint], finalists: Ma
               "| group | " + " | ".join(horizons) + " |", "| --- |" + " --- |" * len(horizons)]
     for g in groups:
         lines.append(f"| {g} | " + " | ".join(_stat_cell(losses.get(h, {}).get(g, [])) for h in horizons) + " |")
-    lines += ["", "## Paired delta, finalist − baseline (final val_loss; negative: the finalist is better), "
-              "mean [95 % CI]", "", "| finalist | baseline | " + " | ".join(horizons) + " |",
+    lines += ["", "## Paired delta, finalist − baseline (final val_loss; negative: the finalist is better): "
+              "mean [CI at the test's level], family-adjusted p, verdict", "", "| finalist | baseline | " + " | ".join(horizons) + " |",
               "| --- | --- |" + " --- |" * len(horizons)]
     pairs = sorted({(p.finalist, p.baseline) for p in points})
     for fin, base in pairs:
@@ -152,7 +217,8 @@ def render_markdown(sweep_name: str, points: Sequence[DeltaPoint], finalists: Ma
 
 
 def plot_deltas(points: Sequence[DeltaPoint], path: str | Path, title: str = "") -> Path:
-    """Delta against horizon factor (log2 axis), one panel per baseline, one line per finalist, 95 % CI bars."""
+    """Delta against horizon factor (log2 axis), one panel per baseline, one line per finalist, bars at each
+    point's own (family-corrected) interval."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +269,8 @@ def write_report(out_dir: str | Path, markdown: str, points: Sequence[DeltaPoint
 
 
 def log_report(tracking_uri: str, run_id: str, paths: Mapping[str, Path], points: Sequence[DeltaPoint]) -> None:
-    """The report files under `confirm/` on the sweep run, and each delta as a metric at step = horizon steps."""
+    """The report files under `confirm/` on the sweep run, and each delta as a metric at step = horizon steps
+    (`confirm.delta.F.vs.B`, with `.ci_low`, `.ci_high`, `.ci_level` and `.adjusted_p`)."""
     import time
 
     from mlflow.entities import Metric
@@ -218,7 +285,11 @@ def log_report(tracking_uri: str, run_id: str, paths: Mapping[str, Path], points
         key = metric_key(f"confirm.delta.{p.finalist}.vs.{p.baseline}")
         metrics.append(Metric(key, p.mean, now, p.steps))
         if not math.isnan(p.ci_low):
-            metrics += [Metric(f"{key}.ci95_low", p.ci_low, now, p.steps),
-                        Metric(f"{key}.ci95_high", p.ci_high, now, p.steps)]
+            # The interval at the level of its family-corrected test (not a fixed 95 %), and that level.
+            metrics += [Metric(f"{key}.ci_low", p.ci_low, now, p.steps),
+                        Metric(f"{key}.ci_high", p.ci_high, now, p.steps),
+                        Metric(f"{key}.ci_level", p.confidence, now, p.steps)]
+        if math.isfinite(p.adjusted_p):
+            metrics.append(Metric(f"{key}.adjusted_p", p.adjusted_p, now, p.steps))
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])

@@ -10,6 +10,11 @@ It decides on group results: `time_attr="step"` (our own step count, monotonic a
 the mean cooldown-probe loss or the mean predicted final loss over seeds), so a group continues or stops as
 one. A NaN `rung_loss` (the metric could not be computed) lets the group pass that rung and stays out of the
 rung's cutoff (Ray takes the percentile with `np.nanpercentile`); the JSON state keeps it as `NaN`.
+
+Baselines are never stopped. Every verdict of the report compares a shape with a baseline, so a pruned
+baseline would leave the whole report with nothing to compare against. A baseline's results still enter
+every rung it reaches (ASHA records them before deciding), so they keep counting for the cut-offs of the
+searched groups; only a STOP for the baseline itself is turned into CONTINUE.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 from sweep import storage
 
 logger = logging.getLogger(__name__)
+
+
+def is_baseline(trial: Any) -> bool:
+    """A group trial that runs a baseline preset (its config names it under `baseline`)."""
+    return bool((getattr(trial, "config", None) or {}).get("baseline"))
 
 
 class PersistentASHA(AsyncHyperBandScheduler):
@@ -69,6 +79,12 @@ class PersistentASHA(AsyncHyperBandScheduler):
         # A trial restored mid-sweep may report before Tune re-adds it to the scheduler.
         self._trial_info.setdefault(trial.trial_id, self._brackets[0])
         action = super().on_trial_result(tune_controller, trial, result)
+        if action == self.STOP and is_baseline(trial):
+            # Recorded in the rung already (ASHA records before it decides); the baseline itself runs on.
+            self._num_stopped -= 1
+            action = self.CONTINUE
+            logger.info("baseline %s kept running past the rung at step %s where ASHA would stop it",
+                        trial.config.get("baseline"), result.get(self._time_attr))
         self._save()
         return action
 

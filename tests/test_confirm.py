@@ -2,8 +2,9 @@
 seeds, a driver killed in the middle of the 2x stage, `sweep resume` of that stage, and `sweep confirm` again.
 
 Real Ray Tune, real MLflow (sqlite). Checked: each stage ran every finalist and baseline once on the same
-seeds to its horizon; the 1x stage reproduces the sweep's own per-seed losses of the finalist (the simulator
-is keyed by shape, seed and step, so this proves the same shape and seeds ran again); the interrupted stage
+seeds to its horizon, on fresh seeds disjoint from the sweep's; the 1x stage's finalist losses equal an
+in-process simulation of the finalist's shape on those seeds (the simulator is keyed by shape, seed and step,
+so this proves the same shape ran on the new seeds); the interrupted stage
 continued without duplicate groups, results or MLflow steps; the stage runs are nested under the sweep's run;
 the report's paired deltas equal a recomputation from the stage results.
 """
@@ -28,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_mlflow_layout import check_sweep_layout  # noqa: E402
 from test_sweep_run_helpers import ray_env  # noqa: E402
 
+from search_spaces import schedule_from_dict  # noqa: E402
 from sweep.confirm import read_groups  # noqa: E402
+from trainable.simulator import SimulatorConfig, simulate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,23 +124,27 @@ def test_confirm_two_horizons_three_seeds_killed_and_resumed(tmp_path: Path) -> 
         results = tune_results(storage / f"sim.confirm-{label}")
         assert set(results) == {g.group_id for g in groups}
         for g in groups:
-            assert g.config["seeds"] == [0, 1, 2] and g.outcome.status == "finished" and g.outcome.step == horizon
+            # Fresh seeds: the smallest integers the sweep (seeds 0, 1) never ran.
+            assert g.config["seeds"] == [2, 3, 4] and g.outcome.status == "finished" and g.outcome.step == horizon
             steps = [r["step"] for r in results[g.group_id]]
             # No step lost; a step reported before the kill may come again after the restore, never out of order.
             assert sorted(set(steps)) == list(range(250, horizon + 1, 250)) and steps == sorted(steps), steps
         fin = next(g for g in groups if g.config.get("source_group") == finalist.group_id)
         base = next(g for g in groups if g.config["baseline"] == "nanogpt_cosine")
-        diffs = [fin.outcome.final_val_loss[s] - base.outcome.final_val_loss[s] for s in ("0", "1", "2")]
+        diffs = [fin.outcome.final_val_loss[s] - base.outcome.final_val_loss[s] for s in ("2", "3", "4")]
         deltas[label] = math.fsum(diffs) / 3
-        check_sweep_layout(f"sqlite:///{storage}/sim/mlflow.db", "sim", f"sim.confirm-{label}", seeds=[0, 1, 2],
+        check_sweep_layout(f"sqlite:///{storage}/sim/mlflow.db", "sim", f"sim.confirm-{label}", seeds=[2, 3, 4],
                            groups=[g.group_id for g in groups])
     # The groups cut short went on under their own trial ids (restored, not started again as new groups).
     assert interrupted and interrupted <= {g.group_id for g in stages["2x"]}
 
-    # 1x on the sweep's own seeds reproduces the sweep's per-seed final losses of the finalist.
+    # 1x ran the finalist's own shape on the fresh seeds: its losses are the simulator's for that shape and seed.
     fin1 = next(g for g in stages["1x"] if g.config.get("source_group") == finalist.group_id)
-    for seed in ("0", "1"):
-        assert fin1.outcome.final_val_loss[seed] == pytest.approx(finalist.outcome.final_val_loss[seed], abs=1e-12)
+    sim_cfg = SimulatorConfig.from_dict(sim_sweep(tmp_path)["simulator"])
+    shape = schedule_from_dict(finalist.config["schedule"])
+    for seed in (2, 3, 4):
+        expected = simulate(sim_cfg, shape, seed).final_metrics["val_loss"]
+        assert fin1.outcome.final_val_loss[str(seed)] == pytest.approx(expected, abs=1e-12)
 
     # MLflow: the stage runs hang under the sweep's run; the report and its deltas are logged there.
     client = MlflowClient(f"sqlite:///{storage}/sim/mlflow.db")
@@ -157,5 +164,7 @@ def test_confirm_two_horizons_three_seeds_killed_and_resumed(tmp_path: Path) -> 
     report = (storage / "sim" / "confirm" / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith(f"| {finalist.group_id} | nanogpt_cosine |"))
     assert f"{deltas['1x']:+.4f} [" in row and f"{deltas['2x']:+.4f} [" in row
-    assert f"- {finalist.group_id} vs nanogpt_cosine: the gap " in report
+    assert f"- {finalist.group_id} vs nanogpt_cosine: " in report
+    assert "2, 3, 4, fresh: disjoint from the sweep's own (0, 1)" in report
+    assert "the 2 comparisons (finalists x baselines x horizons) are one family, adjusted by Holm" in report
     assert (storage / "sim" / "confirm" / "deltas.png").read_bytes()[:4] == b"\x89PNG"

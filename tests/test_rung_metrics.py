@@ -43,10 +43,11 @@ def feed(agg: GroupAggregator, rows: list[tuple[int, dict]]) -> list[dict]:
 
 
 class _Trial:
-    """What Ray's ASHA reads of a trial: its id."""
+    """What Ray's ASHA reads of a trial: its id (and, for the baseline rule, its config)."""
 
-    def __init__(self, trial_id: str):
+    def __init__(self, trial_id: str, config: dict | None = None):
         self.trial_id = trial_id
+        self.config = config or {}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,6 +88,31 @@ def test_asha_passes_a_group_whose_rung_metric_is_missing_and_leaves_it_out_of_t
     saved = json.loads((tmp_path / "asha.json").read_text())
     rung4 = next(rec for m, rec in saved["rungs"] if m == 4)
     assert math.isnan(rung4["b"]) and rung4["a"] == -3.0
+
+
+def test_asha_never_stops_a_baseline_but_counts_its_results_at_every_rung(tmp_path: Path) -> None:
+    asha = PersistentASHA(state_path=str(tmp_path / "asha.json"), time_attr="step", metric=RUNG_KEY, mode="min",
+                          max_t=100, grace_period=4, reduction_factor=2)
+    trials = {"s1": _Trial("s1", {"baseline": None}), "s2": _Trial("s2", {"baseline": None}),
+              "base": _Trial("base", {"baseline": "constant"}), "s3": _Trial("s3", {"baseline": None})}
+    for t in trials.values():
+        asha.on_trial_add(None, t)
+    decisions = {tid: asha.on_trial_result(None, trials[tid], {"step": 4, RUNG_KEY: v})
+                 for tid, v in (("s1", 2.0), ("s2", 2.2), ("base", 9.0))}
+    # s2 is worse than s1 (the only value recorded before it): stopped, as stock ASHA does. The baseline is by
+    # far the worst at the first rung: stock ASHA stops it too; here it runs on, and is not counted as stopped.
+    assert decisions["s2"] == "STOP" and decisions["base"] == "CONTINUE" and asha._num_stopped == 1
+    # Its value counts for the cut-off of later groups at that rung: against {2.0, 2.2, 9.0} the median is 2.2,
+    # so a searched group at 2.15 goes on; against {2.0, 2.2} alone (median 2.1) it would have stopped.
+    assert asha.on_trial_result(None, trials["s3"], {"step": 4, RUNG_KEY: 2.15}) == "CONTINUE"
+    saved = json.loads((tmp_path / "asha.json").read_text())
+    rung4 = next(rec for m, rec in saved["rungs"] if m == 4)
+    assert rung4["base"] == -9.0
+    # Later rungs: the baseline is recorded again and still never stopped.
+    assert asha.on_trial_result(None, trials["s1"], {"step": 8, RUNG_KEY: 1.0}) == "CONTINUE"
+    assert asha.on_trial_result(None, trials["base"], {"step": 8, RUNG_KEY: 8.0}) == "CONTINUE"
+    rung8 = next(rec for m, rec in json.loads((tmp_path / "asha.json").read_text())["rungs"] if m == 8)
+    assert rung8["base"] == -8.0
 
 
 # ---------------------------------------------------------------------------------------------------------

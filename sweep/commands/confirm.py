@@ -4,8 +4,10 @@
     sweep confirm demo --top 1 --horizons 1x,2x --seeds 3 --lm-eval-tasks local   # offline test tasks
     sweep confirm demo ... --lm-eval-tasks none                               # no downstream evaluation
     sweep confirm demo --config confirm.yaml       # a `confirm:` block gives the defaults; flags win
+    sweep confirm demo --reuse-sweep-seeds         # the sweep's own seeds first (biased: see sweep.confirm)
 
-Runs the K best finished shapes of sweep NAME plus its baselines at every horizon over N seeds (one stage sweep
+Runs the K best finished shapes of sweep NAME plus its baselines at every horizon over N fresh seeds, disjoint
+from the sweep's (one stage sweep
 `NAME.confirm-<f>x` per horizon, see `sweep.confirm`), evaluates the final checkpoints of the longest horizon
 with lm-eval (trainer backend only), then writes `<storage>/NAME/confirm/report.md`, `deltas.png` and
 `deltas.json` and logs them on the sweep's MLflow run. Run it again to resume an interrupted confirmation:
@@ -32,7 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a YAML file whose `confirm:` block sets the defaults of the flags below")
     parser.add_argument("--top", type=int, default=None, help="finalists: the K best finished shapes (default 2)")
     parser.add_argument("--horizons", default=None, help="factors of the sweep's horizon (default 1x,2x,4x)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per group, the same for all (default 5)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per group, the same for all (default 5); fresh: none of the sweep's own seeds")
+    parser.add_argument("--reuse-sweep-seeds", action="store_true", default=None,
+                        help="run the sweep's own seeds first: comparable with the search, but the finalists were "
+                             "chosen on them, so their verdicts are biased towards the finalists")
     parser.add_argument("--storage", default="./sweeps", help="the sweep's storage (default ./sweeps)")
     parser.add_argument("--overwrite", action="store_true", help="delete existing stages of this confirmation first")
     parser.add_argument("--lm-eval-tasks", default=None,
@@ -81,6 +87,7 @@ def settings(args: argparse.Namespace, storage: str | None = None):
         seeds=base.seeds if args.seeds is None else args.seeds,
         lm_eval_tasks=base.lm_eval_tasks if args.lm_eval_tasks is None else args.lm_eval_tasks,
         lm_eval_limit=base.lm_eval_limit if args.lm_eval_limit is None else args.lm_eval_limit,
+        reuse_sweep_seeds=base.reuse_sweep_seeds if args.reuse_sweep_seeds is None else args.reuse_sweep_seeds,
     )
 
 
@@ -93,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = lm_eval_tasks(chosen.lm_eval_tasks)
     if chosen.lm_eval_limit is not None and chosen.lm_eval_limit < 1:
         raise ConfigError("--lm-eval-limit", f"must be >= 1, got {chosen.lm_eval_limit}")
-    plan = plan_confirmation(storage, args.name, chosen.top, chosen.horizons, chosen.seeds)
+    plan = plan_confirmation(storage, args.name, chosen.top, chosen.horizons, chosen.seeds, chosen.reuse_sweep_seeds)
     stages = run_confirmation(plan, overwrite=args.overwrite)
     planned = len(plan.groups)
     ended = {label: [g for g in groups if g.outcome.status != "running"] for label, groups in stages.items()}
@@ -163,12 +170,14 @@ def report(plan, stages, downstream: dict[str, Any], stage_reports: dict[str, st
     steps = {label: stage.max_step() for label, stage in zip(labels, plan.stages)}
     finalist_keys = [g.group_id for g in plan.finalists]
     baseline_keys = [group_key(g) for g in plan.groups if g.get("baseline")]
-    points = delta_points(stages, factors, steps, finalist_keys, baseline_keys)
+    verdict = plan.sweep.verdict
+    points = delta_points(stages, factors, steps, finalist_keys, baseline_keys, verdict.alpha, verdict.correction)
     finalists = {g.group_id: f"`{_schedule_text(g.config['schedule'])}` ({g.mean_val_loss:.4f})" for g in plan.finalists}
     losses = {label: {group_key(g.config): [v for _, v in sorted(g.outcome.final_val_loss.items(), key=lambda kv: int(kv[0]))]
                       for g in groups if g.finished} for label, groups in stages.items()}
     markdown = render_markdown(plan.sweep.name, points, finalists, labels, steps, plan.seeds, losses,
-                               downstream.get("values"), downstream.get("horizon"))
+                               downstream.get("values"), downstream.get("horizon"), alpha=verdict.alpha,
+                               sweep_seeds=plan.sweep.seeds)
     if stage_reports:
         markdown += ("\n## Per-horizon reports (ranking, paired verdicts, curves: `sweep report`)\n\n"
                      + "".join(f"- {label}: {path}\n" for label, path in stage_reports.items()))
