@@ -20,7 +20,8 @@ run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
     storage: ./sweeps                   # a folder, a shared mount, s3://bucket/x or gs://bucket/x
     mlflow: {tracking_uri: null, experiment: null}   # default: sqlite in <storage>/<name>/mlflow.db
     optuna: {storage: null, seed: 0}    # e.g. sqlite:///study.db to watch it in optuna-dashboard
-    divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number: told as that
+    divergence_penalty: null            # null: a diverged group is FAIL in Optuna; a number (>= ln vocab):
+                                        # told as that, raised at run time above the worst finished group
     verdict: {effect: 0.003, seed_std: 0.002, alpha: 0.01, power: 0.8, correction: holm}   # family-wise verdicts
     confirm: {top: 2, horizons: [1x, 2x, 4x], seeds: 5}                   # defaults for `sweep confirm NAME`
 
@@ -32,6 +33,7 @@ An inline search space maps Shape parameters to a range `[low, high]` (two numbe
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,28 @@ def is_remote(uri: str) -> bool:
     return uri.startswith(_REMOTE_SCHEMES)
 
 
+
+
+def penalty_floor(trainer: TrainConfig | None, simulator: Any) -> tuple[float, str] | None:
+    """The least loss a diverged group may be told as (docs/design.md, "Divergence"), with where it comes from:
+    the built-in trainer's ln(vocab_size), the loss of a uniform guess, which any run that trains at all
+    ends below; the simulator's `initial_loss`, its cap on every loss it reports. None for a script, whose
+    vocabulary is unknown before it runs (the searcher then raises a low penalty at run time instead)."""
+    if trainer is not None:
+        vocab = trainer.model.gpt.vocab_size
+        return math.log(vocab), f"ln {vocab}, the loss of a uniform guess over trainer.model's vocabulary"
+    if simulator is not None:
+        return float(simulator.initial_loss), "simulator.initial_loss, the highest loss the simulator reports"
+    return None
+
+
+def _check_penalty(penalty: float, trainer: TrainConfig | None, simulator: Any) -> float:
+    # A penalty below what finished runs reach would make TPE prefer shapes that diverge.
+    floor = penalty_floor(trainer, simulator)
+    if floor is not None and penalty < floor[0]:
+        raise ConfigError("divergence_penalty", f"must be >= {floor[0]:.4g} ({floor[1]}), so a diverged group never "
+                                                f"looks better than one that finishes; got {penalty:g}")
+    return penalty
 
 
 def _parse_baselines(value: Any, path: str = "baselines") -> tuple[dict, ...]:
@@ -250,7 +274,7 @@ class SweepConfig:
             raise ConfigError("mlflow.tracking_uri", "required when storage is remote (no local sqlite file there)")
         penalty = d.get("divergence_penalty")
         if penalty is not None:
-            penalty = _number(penalty, "divergence_penalty", 0.0)
+            penalty = _check_penalty(_number(penalty, "divergence_penalty", 0.0), trainer, simulator)
         return cls(
             name=name,
             trainer=trainer,

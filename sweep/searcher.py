@@ -11,6 +11,11 @@ It is Ray's `OptunaSearch` (study, sampler, save/restore) with four changes:
   FAIL, or COMPLETE with the configured penalty; an errored trial as FAIL. Stock OptunaSearch would call an
   ASHA-stopped trial COMPLETE with a partial value.
 
+The penalty must never make divergence look good. The sweep config refuses one below the trainer's
+ln(vocab_size) or the simulator's initial loss; for a script, whose losses are unknown in advance, a
+penalty at or below the worst finished group seen so far is raised here to `PENALTY_MARGIN` x that loss
+(with a warning), so TPE always ranks a diverged shape behind every shape that finished.
+
 Intermediate values go to Optuna at our monotonic `step`, not `training_iteration` (which restarts after a
 restore).
 """
@@ -29,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 METRIC, MODE = "val_loss", "min"
 RUNG_METRIC = "rung_loss"  # sweep.rung_metrics.RUNG_KEY (not imported: no cycle through group results)
+PENALTY_MARGIN = 1.1  # a penalty raised at run time: 10 % above the worst finished group
 
 
 class _DefineByRun:
@@ -69,6 +75,7 @@ class GroupSearcher(OptunaSearch):
         self._searched = 0
         self._fixed = dict(fixed or {})
         self._penalty = divergence_penalty
+        self._worst_finished: float | None = None  # the highest final loss of a finished searched group
         self._baseline_trials: dict[str, str] = {}  # Tune trial id -> preset label
         self._last_step: dict[str, int] = {}
 
@@ -114,6 +121,9 @@ class GroupSearcher(OptunaSearch):
         if state == optuna.trial.TrialState.PRUNED and value is not None and trial_id not in self._last_step:
             # Optuna takes a pruned trial's value from its last intermediate value.
             ot_trial.report(value, int((result or {}).get("step", 0)))
+        if state == optuna.trial.TrialState.COMPLETE and (result or {}).get("status") == "finished":
+            worst = getattr(self, "_worst_finished", None)  # a searcher pickled before this field: None
+            self._worst_finished = value if worst is None else max(worst, value)
         try:
             self._ot_study.tell(ot_trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
         except (RuntimeError, ValueError) as err:
@@ -133,9 +143,20 @@ class GroupSearcher(OptunaSearch):
             return TrialState.COMPLETE, float(value)
         if status == "diverged" or (status == "finished" and not _finite(value)):
             if self._penalty is not None:
-                return TrialState.COMPLETE, float(self._penalty)
+                return TrialState.COMPLETE, self.penalty()
             return TrialState.FAIL, None
         return TrialState.PRUNED, float(value) if _finite(value) else None
+
+    def penalty(self) -> float:
+        """The value a diverged group is told as: the configured penalty, raised above the worst finished group."""
+        penalty = float(self._penalty)
+        worst = getattr(self, "_worst_finished", None)
+        if worst is not None and penalty <= worst:
+            raised = PENALTY_MARGIN * worst
+            logger.warning("divergence_penalty %g is not above the worst finished group's loss %g: a diverged group "
+                           "is told as %g instead", penalty, worst, raised)
+            return raised
+        return penalty
 
     def restore(self, checkpoint_path: str) -> None:
         """Tune's searcher restore, plus: with a database-backed study, trials asked after the last saved
@@ -203,6 +224,17 @@ class FixedGroupSearcher(Searcher):
 
         with open(checkpoint_path, "wb") as f:
             pickle.dump({"left": self._left, "emitted": self._emitted, "seeds": self._seeds, "fixed": self._fixed}, f)
+
+    def penalty(self) -> float:
+        """The value a diverged group is told as: the configured penalty, raised above the worst finished group."""
+        penalty = float(self._penalty)
+        worst = getattr(self, "_worst_finished", None)
+        if worst is not None and penalty <= worst:
+            raised = PENALTY_MARGIN * worst
+            logger.warning("divergence_penalty %g is not above the worst finished group's loss %g: a diverged group "
+                           "is told as %g instead", penalty, worst, raised)
+            return raised
+        return penalty
 
     def restore(self, checkpoint_path: str) -> None:
         import pickle

@@ -109,6 +109,21 @@ def test_divergence_penalty_is_told_as_a_value(tmp_path: Path) -> None:
     assert t.state == TrialState.COMPLETE and t.value == 9.0
 
 
+def test_a_penalty_below_a_finished_group_is_raised_above_it(tmp_path: Path) -> None:
+    # A script's losses are unknown before it runs: a penalty that turns out lower than a finished group's
+    # final loss would make TPE prefer diverging shapes, so the searcher raises it to 10 % above the worst.
+    cfg = SweepConfig.from_dict(tiny_sweep(tmp_path, baselines=[], budget=3))
+    s = GroupSearcher(cfg.search_space, [0], [], 3, divergence_penalty=2.0, seed=0)
+    for tid in ("a", "b", "c"):
+        s.suggest(tid)
+    s.on_trial_complete("a", {"val_loss": 3.0, "step": 6, "status": "finished"})
+    s.on_trial_complete("b", {"val_loss": 2.5, "step": 6, "status": "finished"})
+    s.on_trial_complete("c", {"val_loss": float("nan"), "step": 3, "status": "diverged"})
+    values = [t.value for t in s.study.get_trials()]
+    assert values[:2] == [3.0, 2.5] and values[2] == pytest.approx(3.3)
+    assert values[2] > max(values[:2])
+
+
 # ---------------------------------------------------------------------------------------------------------
 def read_trials(sweep_dir: Path) -> list[dict]:
     """Every Tune trial of a finished sweep, from its folder: index, id, config, results (oldest first)."""

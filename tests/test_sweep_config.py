@@ -97,6 +97,7 @@ BAD = [
     ("storage", "s3://bucket/sweeps", "mlflow.tracking_uri"),
     ("optuna.storage", "study.db", "optuna.storage"),
     ("divergence_penalty", "high", "divergence_penalty"),
+    ("divergence_penalty", 1.0, "divergence_penalty"),  # below ln(vocab): would reward diverging shapes
     ("unknown_key", 1, "unknown_key"),
 ]
 
@@ -180,7 +181,7 @@ def test_confirm_takes_its_defaults_from_the_saved_sweep(tmp_path: Path) -> None
     folder.mkdir(parents=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
     args = argparse.Namespace(name=cfg.name, config=None, top=None, horizons=None, seeds=5, lm_eval_tasks=None,
-                              lm_eval_limit=None)
+                              lm_eval_limit=None, reuse_sweep_seeds=None)
     chosen = settings(args, cfg.storage)
     assert (chosen.top, chosen.horizons, chosen.seeds) == (3, (1.0, 4.0), 5)  # the flag wins over the block
 
@@ -194,3 +195,21 @@ def test_a_script_sweep_defaults_to_raw_and_refuses_cooldown(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as err:
         SweepConfig.from_dict({**d, "scheduler": {"rung_metric": "cooldown"}})
     assert err.value.field == "scheduler.rung_metric"
+
+
+def test_divergence_penalty_must_lie_above_any_loss_a_finished_run_can_have(tmp_path: Path) -> None:
+    import math
+
+    d = base(tmp_path)
+    d["divergence_penalty"] = 10.0
+    with pytest.raises(ConfigError) as err:
+        SweepConfig.from_dict(d)
+    vocab = SweepConfig.from_dict(base(tmp_path)).trainer.model.gpt.vocab_size
+    assert err.value.field == "divergence_penalty" and f"ln {vocab}" in str(err.value)
+    d["divergence_penalty"] = math.log(vocab)
+    assert SweepConfig.from_dict(d).divergence_penalty == pytest.approx(math.log(vocab))
+    sim = {"name": "s", "simulator": {"total_steps": 100, "eval_interval": 10, "initial_loss": 6.0},
+           "search_space": "wsd", "storage": str(tmp_path), "divergence_penalty": 5.9}
+    with pytest.raises(ConfigError, match="simulator.initial_loss"):
+        SweepConfig.from_dict(sim)
+    assert SweepConfig.from_dict({**sim, "divergence_penalty": 6.0}).divergence_penalty == 6.0
