@@ -278,13 +278,16 @@ def family_verdicts(comparisons: Sequence[PairedComparison], alpha: float = DEFA
     else:
         reject, adjusted, _, _ = multipletests(raw, alpha=alpha, method=correction)
     levels = _levels(raw, reject, alpha, correction)
+    # The intervals at each comparison's own level, in one vectorised t quantile call (a family can hold
+    # thousands of comparisons): mean +- t_{1 - level/2, n - 1} x std / sqrt(n), as `seed_stats` computes it.
+    ns = np.array([comparisons[i].n for i in idx], dtype=np.float64)
+    half = _stats.t.ppf(1.0 - levels / 2.0, ns - 1.0) * np.array([comparisons[i].std_diff for i in idx]) / np.sqrt(ns)
     for k, i in enumerate(idx):
         c = comparisons[i]
-        interval = seed_stats(c.diffs, 1.0 - float(levels[k]))
         verdict = _direction(c.mean_diff, c.lower_is_better) if reject[k] and c.mean_diff != 0.0 else NO_DIFFERENCE
         out[i] = replace(c, adjusted_pvalue=float(adjusted[k]), verdict=verdict, alpha=alpha,
-                         ci_low=interval.ci_low, ci_high=interval.ci_high, confidence=interval.confidence,
-                         family_size=m, correction=correction)
+                         ci_low=c.mean_diff - float(half[k]), ci_high=c.mean_diff + float(half[k]),
+                         confidence=1.0 - float(levels[k]), family_size=m, correction=correction)
     in_family = set(idx)
     for i, c in enumerate(out):
         if i not in in_family:
