@@ -111,7 +111,7 @@ class GroupSearcher(OptunaSearch):
         if step is None or not _finite(value) or step <= self._last_step.get(trial_id, -1):
             return  # a repeat after a restore, or a diverged result with no finite value
         self._last_step[trial_id] = int(step)
-        self._ot_trials[trial_id].report(float(value), int(step))
+        self._report(trial_id, float(value), int(step))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self._ot_trials or trial_id in self._completed_trials:
@@ -120,7 +120,7 @@ class GroupSearcher(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         if state == optuna.trial.TrialState.PRUNED and value is not None and trial_id not in self._last_step:
             # Optuna takes a pruned trial's value from its last intermediate value.
-            ot_trial.report(value, int((result or {}).get("step", 0)))
+            self._report(trial_id, value, int((result or {}).get("step", 0)))
         if state == optuna.trial.TrialState.COMPLETE and (result or {}).get("status") == "finished":
             worst = getattr(self, "_worst_finished", None)  # a searcher pickled before this field: None
             self._worst_finished = value if worst is None else max(worst, value)
@@ -131,6 +131,19 @@ class GroupSearcher(OptunaSearch):
             # once more on resume; a database-backed study already holds its verdict.
             logger.warning("Optuna trial %s not told again: %s", ot_trial.number, err)
         self._completed_trials.add(trial_id)
+
+    def _report(self, trial_id: str, value: float, step: int) -> None:
+        """An intermediate value to Optuna, unless the study already holds the trial as finished.
+
+        The study's storage is the source of truth for what was told: after a driver kill, Tune restores a
+        searcher pickled before the study's last write and replays results of trials the database has
+        already closed; Optuna refuses to update those (UpdateFinishedTrialError), and they need nothing."""
+        try:
+            self._ot_trials[trial_id].report(value, step)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            logger.info("Optuna trial %s is already finished in the study: replayed result skipped",
+                        self._ot_trials[trial_id].number)
+            self._completed_trials.add(trial_id)
 
     def verdict(self, result: dict | None, error: bool) -> tuple[optuna.trial.TrialState, float | None]:
         """What Optuna is told about a group that ended with last result `result`."""
@@ -224,17 +237,6 @@ class FixedGroupSearcher(Searcher):
 
         with open(checkpoint_path, "wb") as f:
             pickle.dump({"left": self._left, "emitted": self._emitted, "seeds": self._seeds, "fixed": self._fixed}, f)
-
-    def penalty(self) -> float:
-        """The value a diverged group is told as: the configured penalty, raised above the worst finished group."""
-        penalty = float(self._penalty)
-        worst = getattr(self, "_worst_finished", None)
-        if worst is not None and penalty <= worst:
-            raised = PENALTY_MARGIN * worst
-            logger.warning("divergence_penalty %g is not above the worst finished group's loss %g: a diverged group "
-                           "is told as %g instead", penalty, worst, raised)
-            return raised
-        return penalty
 
     def restore(self, checkpoint_path: str) -> None:
         import pickle

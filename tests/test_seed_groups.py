@@ -109,6 +109,30 @@ def test_divergence_penalty_is_told_as_a_value(tmp_path: Path) -> None:
     assert t.state == TrialState.COMPLETE and t.value == 9.0
 
 
+def test_results_replayed_for_a_trial_the_study_already_closed_are_skipped(tmp_path: Path) -> None:
+    # After a driver kill, Tune restores a searcher pickled before the study's last write and replays results
+    # of trials the database already holds as finished. The study is the source of truth: skip, never raise.
+    cfg = SweepConfig.from_dict(tiny_sweep(tmp_path, baselines=[], budget=2))
+    db = f"sqlite:///{tmp_path}/study.db"
+    s = GroupSearcher(cfg.search_space, [0], [], 2, seed=0, storage=db, study_name="replay")
+    s.suggest("a")
+    s.suggest("b")
+    s.on_trial_result("a", {"val_loss": 4.0, "rung_loss": 4.0, "step": 2})
+    s.save(str(tmp_path / "searcher.pkl"))  # the last searcher state Tune saved ...
+    s.on_trial_complete("a", {"val_loss": 3.0, "step": 6, "status": "finished"})  # ... then the study moved on
+    s.on_trial_complete("b", {"val_loss": 3.5, "step": 4, "status": "running"})
+
+    restored = GroupSearcher(cfg.search_space, [0], [], 2, seed=0, storage=db, study_name="replay")
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("a", {"val_loss": 3.5, "rung_loss": 3.5, "step": 4})  # replayed: no exception
+    restored.on_trial_complete("a", {"val_loss": 3.0, "step": 6, "status": "finished"})
+    restored.on_trial_result("b", {"val_loss": 3.5, "rung_loss": 3.5, "step": 4})
+    restored.on_trial_complete("b", {"val_loss": 3.5, "step": 4, "status": "running"})
+    trials = optuna.load_study(study_name="replay", storage=db).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[0].value == 3.0 and trials[0].intermediate_values == {2: 4.0}
+
+
 def test_a_penalty_below_a_finished_group_is_raised_above_it(tmp_path: Path) -> None:
     # A script's losses are unknown before it runs: a penalty that turns out lower than a finished group's
     # final loss would make TPE prefer diverging shapes, so the searcher raises it to 10 % above the worst.
