@@ -35,7 +35,7 @@ from scipy import optimize as _optimize
 from scipy import stats as _stats
 
 from search_spaces.errors import ConfigError
-from sweep.verdicts import paired_comparison
+from sweep.verdicts import MIN_PAIRS, paired_comparison
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_POWER = 0.8
@@ -78,7 +78,8 @@ def paired_power(n: int, effect: float, std: float, alpha: float = DEFAULT_ALPHA
 def required_seeds(
     effect: float, std: float, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER, max_seeds: int = MAX_SEEDS,
 ) -> int | None:
-    """Smallest n (>= 2) whose paired t-test reaches `power`; None when more than `max_seeds` are needed.
+    """Smallest n whose paired t-test reaches `power`; None when more than `max_seeds` are needed. Never
+    below `sweep.verdicts.MIN_PAIRS` (3): a report calls no verdict on fewer seeds, whatever the power.
 
     Power grows monotonically with n here (more pairs: larger noncentrality, smaller critical value), so
     a doubling search followed by bisection finds the smallest n in O(log n) power evaluations.
@@ -95,7 +96,7 @@ def required_seeds(
             hi = mid
         else:
             lo = mid
-    return hi
+    return max(hi, MIN_PAIRS)
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ def seed_warning(n_seeds: int, effect: float, std: float, alpha: float = DEFAULT
     0.002-nat effects will mostly report "no detectable difference".
     """
     level = family_alpha(alpha, comparisons, correction)
-    have = paired_power(n_seeds, effect, std, level)
+    # Below MIN_PAIRS seeds the report calls no verdict at all, whatever the t-test's power would be.
+    have = paired_power(n_seeds, effect, std, level) if n_seeds >= MIN_PAIRS else 0.0
     if have >= power:
         return None
     need = required_seeds(effect, std, level, power)
