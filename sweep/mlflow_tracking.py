@@ -144,6 +144,7 @@ class MLflowSweepCallback(Callback):
         self._runs: dict[tuple[str, str, str], str] = {}
         self._last_step: dict[str, int] = {}
         self._group_schedules: dict[str, Mapping[str, Any]] = {}
+        self._orphans_checked = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the Tuner; clients and caches are rebuilt in setup().
@@ -178,6 +179,11 @@ class MLflowSweepCallback(Callback):
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self._reset()
         self._guard("setting up the sweep run", self._setup)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if not self._orphans_checked:
+            self._orphans_checked = True
+            self._guard("removing runs of lost groups", self._delete_lost_runs, trials)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._guard(f"starting {trial.trial_id}", self._ensure_group, trial)
@@ -244,6 +250,20 @@ class MLflowSweepCallback(Callback):
             steps += [int(m.step) for m in getattr(run.data, "_metric_objs", ())]
             if steps:
                 self._last_step[run.info.run_id] = max(steps)
+
+    def _delete_lost_runs(self, trials: list) -> None:
+        """Group and seed runs of groups Tune does not know (at the first step of a run, restored or new).
+
+        A driver killed between creating a group's runs and Tune's next experiment checkpoint leaves runs for
+        a Tune trial that the restore never brings back: Tune starts a new trial (a new id) in its place. The
+        lost group's runs would stand beside the new one's as a duplicate group, so they are deleted (MLflow's
+        soft delete: the store keeps them, searches skip them)."""
+        known = {str(t.trial_id) for t in trials}
+        for (kind, group, _), run_id in list(self._runs.items()):
+            if kind in (KIND_GROUP, KIND_SEED) and group not in known:
+                logger.warning("deleting MLflow %s run %s of group %s, lost in a driver kill", kind, run_id, group)
+                self.client.delete_run(run_id)
+                del self._runs[(kind, group, _)]
 
     def _end_sweep(self, trials: list) -> None:
         if self.sweep_run_id is None:

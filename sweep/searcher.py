@@ -18,6 +18,14 @@ penalty at or below the worst finished group seen so far is raised here to `PENA
 
 Intermediate values go to Optuna at our monotonic `step`, not `training_iteration` (which restarts after a
 restore).
+
+After a driver kill, the study (a database) can be ahead of the searcher state Tune saved with its last
+experiment checkpoint: trials asked, even finished, for Tune trials that Tune never recorded and will not
+restore. The study is the source of truth, so such *orphaned* trials are adopted, oldest first, by the next
+new Tune trials instead of asking new ones: a running orphan goes on as the same Optuna trial with its
+params; a finished one runs its params again for Tune's sake while Optuna keeps the verdict it has. So the
+study ends with exactly `budget` trials, none left RUNNING and none duplicated. A sweep restarted from
+nothing (`adopt_study=True`: Tune never saved any state) adopts every trial the study holds.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ class GroupSearcher(OptunaSearch):
         seed: int | None = 0,
         storage: str | None = None,
         study_name: str = "schedsweep",
+        adopt_study: bool = False,
     ):
         sampler = optuna.samplers.TPESampler(seed=seed)
         ot_storage = optuna.storages.RDBStorage(storage) if storage else None
@@ -78,6 +87,8 @@ class GroupSearcher(OptunaSearch):
         self._worst_finished: float | None = None  # the highest final loss of a finished searched group
         self._baseline_trials: dict[str, str] = {}  # Tune trial id -> preset label
         self._last_step: dict[str, int] = {}
+        # Optuna trial numbers to hand to the next new Tune trials (see the module docstring).
+        self._orphans: list[int] = [t.number for t in self._ot_study.get_trials(deepcopy=False)] if adopt_study else []
 
     # -----------------------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -88,10 +99,21 @@ class GroupSearcher(OptunaSearch):
         if trial_id not in self._ot_trials:
             if self._searched >= self._budget:
                 return Searcher.FINISHED
-            self._ot_trials[trial_id] = self._ot_study.ask()
+            orphans = getattr(self, "_orphans", [])  # a searcher pickled before this field: none
+            self._ot_trials[trial_id] = self._adopt(trial_id, orphans.pop(0)) if orphans else self._ot_study.ask()
             self._searched += 1
         schedule = self._group_space.suggest(self._ot_trials[trial_id])
         return self._config(schedule.to_dict(), baseline=None)
+
+    def _adopt(self, trial_id: str, number: int) -> Any:
+        """The orphaned Optuna trial `number` as `trial_id`'s: live if it still runs, else its fixed params."""
+        frozen = self._ot_study.get_trials(deepcopy=False)[number]
+        logger.warning("Tune trial %s adopts orphaned Optuna trial %s (%s)", trial_id, number, frozen.state.name)
+        if frozen.state == optuna.trial.TrialState.RUNNING:
+            # Optuna has no public way to reattach to a running trial by number; its storage id is private.
+            return optuna.trial.Trial(self._ot_study, frozen._trial_id)
+        self._completed_trials.add(trial_id)  # told already: nothing more goes to Optuna for it
+        return optuna.trial.FixedTrial(frozen.params, number)
 
     def _config(self, schedule: dict, baseline: str | None) -> dict:
         return {**self._fixed, "schedule": schedule, "baseline": baseline, "seeds": list(self._seeds)}
@@ -173,15 +195,17 @@ class GroupSearcher(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         """Tune's searcher restore, plus: with a database-backed study, trials asked after the last saved
-        searcher state (their Tune trials were never recorded) are closed as FAIL instead of staying RUNNING."""
+        searcher state (their Tune trials were never recorded) become orphans, adopted by the next new Tune
+        trials (module docstring)."""
         super().restore(checkpoint_path)
+        self._orphans = []
         if self._storage is None:
             return
         known = {t.number for t in self._ot_trials.values()}
-        for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if t.number not in known:
-                logger.warning("closing orphaned Optuna trial %s (asked before the driver stopped)", t.number)
-                self._ot_study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        self._orphans = [t.number for t in self._ot_study.get_trials(deepcopy=False) if t.number not in known]
+        if self._orphans:
+            logger.warning("Optuna trials %s were asked after the last saved searcher state: the next new groups "
+                           "adopt them", self._orphans)
 
     # -----------------------------------------------------------------------------------------------------
     @property

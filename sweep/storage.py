@@ -31,6 +31,18 @@ def exists(path: str) -> bool:
     return fs.get_file_info(inner).type != pyarrow.fs.FileType.NotFound
 
 
+def names(folder: str) -> list[str]:
+    """The names directly inside `folder` (empty when it does not exist)."""
+    if not is_remote(folder):
+        p = Path(folder)
+        return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
+    import pyarrow.fs
+
+    fs, inner = _fs(folder)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(inner, allow_not_found=True))
+    return sorted(i.base_name for i in infos)
+
+
 def read_text(path: str) -> str | None:
     """The text at `path`, or None when there is no such file."""
     if not is_remote(path):

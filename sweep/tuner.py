@@ -188,7 +188,7 @@ def _trainable(cfg: SweepConfig):
     return tune.with_resources(group_trial, {"cpu": 0, "memory": 64 * 1024 * 1024})
 
 
-def _callbacks(cfg: SweepConfig) -> list:
+def _callbacks(cfg: SweepConfig, sweep_id: str | None = None) -> list:
     callbacks: list = []
     if cfg.backend != "simulator":  # simulated seeds run inside the trial and end with it
         from sweep.group_trial import GroupStopper
@@ -207,7 +207,7 @@ def _callbacks(cfg: SweepConfig) -> list:
             MLflowSweepCallback(
                 tracking_uri=cfg.tracking_uri, experiment_name=cfg.experiment, sweep_name=cfg.name,
                 sweep_config=cfg.to_dict(), total_steps=cfg.max_step(), seeds=list(cfg.seeds),
-                search_space=getattr(cfg.search_space, "name", "inline"),
+                search_space=getattr(cfg.search_space, "name", "inline"), sweep_id=sweep_id,
                 # Without a tracking server, MLflow's default artifact root is ./mlruns of the driver's working
                 # folder, which differs between a run and its resume (a new Ray job, a new head) and dies with
                 # the head: keep artifacts in the sweep folder instead (tests/test_shared_storage.py).
@@ -220,8 +220,10 @@ def _callbacks(cfg: SweepConfig) -> list:
     return callbacks
 
 
-def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None = None):
-    """A new Tuner for `cfg` (the sweep folder must not hold another sweep)."""
+def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None = None, sweep_id: str | None = None,
+                adopt_study: bool = False):
+    """A new Tuner for `cfg` (the sweep folder must not hold another sweep). `sweep_id` and `adopt_study`:
+    a start again after one that saved no Tune state goes on with its MLflow sweep run and Optuna trials."""
     from ray import tune
 
     from sweep.rung_metrics import RUNG_KEY
@@ -231,7 +233,7 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
     searcher = GroupSearcher(
         space=cfg.search_space, seeds=list(cfg.seeds), baselines=list(cfg.baselines), budget=cfg.budget,
         fixed=trial_fixed_config(cfg, scratch_dir), divergence_penalty=cfg.divergence_penalty,
-        seed=cfg.optuna.seed, storage=cfg.optuna.storage, study_name=cfg.name,
+        seed=cfg.optuna.seed, storage=cfg.optuna.storage, study_name=cfg.name, adopt_study=adopt_study,
     )
     scheduler = None
     if cfg.scheduler.enabled:
@@ -253,12 +255,45 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
             reuse_actors=cfg.backend == "simulator",
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR, storage_path=cfg.sweep_dir, callbacks=_callbacks(cfg), verbose=0,
+            name=TUNE_DIR, storage_path=cfg.sweep_dir, callbacks=_callbacks(cfg, sweep_id), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
             # Only simulated groups checkpoint through Tune; their latest checkpoint is all a resume needs.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
+
+
+def tune_state_saved(cfg: SweepConfig) -> bool:
+    """Whether Tune saved an experiment state for this sweep (what `Tuner.restore` needs to bring trials back).
+
+    `tuner.pkl` is written when the Tuner is built, the first experiment state only once `fit` has started
+    its loop: a driver killed in between (Ray's start can take half a minute) leaves a tuner.pkl that Tune
+    cannot restore any trial from, and its restore then runs a single fresh trial."""
+    return any(n.startswith("experiment_state") for n in storage.names(storage.join(cfg.sweep_dir, TUNE_DIR)))
+
+
+def discard_unsaved_start(cfg: SweepConfig) -> str | None:
+    """Clear what a start that never saved Tune state left (Tune's folder, ASHA's rungs, seed-run folders) so
+    the sweep starts again with its full budget; returns the sweep id of its MLflow sweep run to go on with
+    (None when there is none). The Optuna study and the MLflow runs stay: the new start adopts them."""
+    for part in (TUNE_DIR, ASHA_FILE, "train"):
+        path = storage.join(cfg.sweep_dir, part)
+        if part == ASHA_FILE:
+            if storage.exists(path):
+                storage.write_text(path, '{"rungs": [], "num_stopped": 0}')
+        else:
+            storage.remove_tree(path)
+    from mlflow.tracking import MlflowClient
+
+    from sweep.mlflow_tracking import TAG_SWEEP_ID, latest_sweep_run
+
+    try:
+        client = MlflowClient(tracking_uri=cfg.tracking_uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        run = None if exp is None else latest_sweep_run(client, exp.experiment_id, cfg.name)
+    except Exception:  # an unreachable store: the callback's own setup reports it
+        return None
+    return None if run is None else run.data.tags.get(TAG_SWEEP_ID)
 
 
 def restore_tuner(cfg: SweepConfig):
@@ -294,8 +329,14 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
     max_concurrent = concurrency(cfg, ray.cluster_resources())
     if mode == "overwrite" and exists:
         storage.remove_tree(cfg.sweep_dir)
-    if mode == "resume" and storage.exists(storage.join(cfg.sweep_dir, TUNE_DIR, TUNER_FILE)):
+    if mode == "resume" and storage.exists(storage.join(cfg.sweep_dir, TUNE_DIR, TUNER_FILE)) \
+            and tune_state_saved(cfg):
         tuner = restore_tuner(cfg)
+    elif mode == "resume" and storage.exists(storage.join(cfg.sweep_dir, SWEEP_FILE)):
+        # Started, but killed before Tune saved any state: start again, adopting the first start's MLflow
+        # sweep run and Optuna trials (so nothing is asked or logged twice).
+        sweep_id = discard_unsaved_start(cfg)
+        tuner = build_tuner(cfg, max_concurrent, scratch_dir, sweep_id=sweep_id, adopt_study=True)
     else:
         if not is_remote(cfg.storage):
             os.makedirs(cfg.sweep_dir, exist_ok=True)

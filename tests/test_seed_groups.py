@@ -19,6 +19,8 @@ import optuna
 import pytest
 import yaml
 
+from ray.tune.search import Searcher
+
 from sweep.config import SweepConfig
 from sweep.group_results import GroupAggregator
 from sweep.searcher import GroupSearcher
@@ -131,6 +133,32 @@ def test_results_replayed_for_a_trial_the_study_already_closed_are_skipped(tmp_p
     trials = optuna.load_study(study_name="replay", storage=db).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert trials[0].value == 3.0 and trials[0].intermediate_values == {2: 4.0}
+
+
+def test_trials_asked_after_the_saved_searcher_state_are_adopted_not_asked_again(tmp_path: Path) -> None:
+    # The driver asked trials (one finished, one still running) after Tune's last checkpoint, then died: the
+    # restored searcher does not know them, and Tune creates new trials in their place. Those adopt the
+    # orphans, so the study ends with exactly the budget, none RUNNING, none duplicated.
+    cfg = SweepConfig.from_dict(tiny_sweep(tmp_path, baselines=[], budget=3))
+    db = f"sqlite:///{tmp_path}/study.db"
+    s = GroupSearcher(cfg.search_space, [0], [], 3, seed=0, storage=db, study_name="orphans")
+    first = s.suggest("a")
+    s.save(str(tmp_path / "searcher.pkl"))
+    lost_done, lost_running = s.suggest("b"), s.suggest("c")
+    s.on_trial_complete("b", {"val_loss": 3.0, "step": 6, "status": "finished"})
+
+    restored = GroupSearcher(cfg.search_space, [0], [], 3, seed=0, storage=db, study_name="orphans")
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("a") == first
+    again_done, again_running = restored.suggest("x"), restored.suggest("y")
+    assert again_done["schedule"] == lost_done["schedule"] and again_running["schedule"] == lost_running["schedule"]
+    assert restored.suggest("z") == Searcher.FINISHED  # the budget (3) is spent: a, x, y
+    for tid in ("a", "x", "y"):
+        restored.on_trial_complete(tid, {"val_loss": 2.5, "step": 6, "status": "finished"})
+    trials = optuna.load_study(study_name="orphans", storage=db).get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[1].value == 3.0  # the finished orphan keeps the verdict Optuna had; x ran it again for Tune
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
 
 
 def test_a_penalty_below_a_finished_group_is_raised_above_it(tmp_path: Path) -> None:
