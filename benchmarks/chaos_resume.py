@@ -43,11 +43,11 @@ if str(ROOT) not in sys.path:
 
 def chaos_config(folder: Path, name: str = "chaos", budget: int = 24) -> dict:
     """A simulated sweep: `budget` TPE shapes + 2 baselines, 3 seeds, 2,000 steps, ASHA on the cooldown rung
-    metric, Optuna and MLflow on sqlite. The step delay makes a group take a few seconds, so kills land in
+    metric, Optuna and MLflow on sqlite. The step delay (1 s per eval and seed) makes a group take ~25 s, so kills land in
     the middle of groups as well as between them."""
     return {
         "name": name,
-        "simulator": {"law": "mpl_25m", "total_steps": 2000, "eval_interval": 250, "step_delay_s": 0.0005},
+        "simulator": {"law": "mpl_25m", "total_steps": 2000, "eval_interval": 250, "step_delay_s": 0.004},
         "search_space": "wsd",
         "baselines": ["nanogpt_cosine", "wsd_sqrt"],
         "seeds": [0, 1, 2],

@@ -15,7 +15,7 @@ run (`schedule`, `seed`, `data_seed`, `checkpoint.dir`).
     seeds: [0, 1]
     budget: 4                           # shapes proposed by TPE, on top of the baselines
     scheduler: {grace_period: 20, reduction_factor: 2, rung_metric: raw, cooldown_frac: 0.2}
-    resources: {workers: 2, use_gpu: false, cpus_per_worker: 0.5}
+    resources: {workers: 2, use_gpu: false, cpus_per_worker: 0.5, max_failures: 2}
     max_concurrent_trials: 1
     storage: ./sweeps                   # a folder, a shared mount, s3://bucket/x or gs://bucket/x
     mlflow: {tracking_uri: null, experiment: null}   # default: sqlite in <storage>/<name>/mlflow.db
@@ -371,6 +371,7 @@ class SweepConfig:
                 "workers": self.resources.workers,
                 "use_gpu": self.resources.use_gpu,
                 "cpus_per_worker": self.resources.cpus_per_worker,
+                "max_failures": self.resources.max_failures,
             },
             "max_concurrent_trials": self.max_concurrent_trials,
             "storage": self.storage,

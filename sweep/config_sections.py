@@ -137,20 +137,26 @@ class VerdictSection:
 @dataclass(frozen=True)
 class ResourcesSection:
     """Per seed run: `workers` DDP ranks, each with `cpus_per_worker` CPUs (fractions allowed) and a GPU
-    when `use_gpu`. A group holds seeds x workers of them at once."""
+    when `use_gpu`. A group holds seeds x workers of them at once.
+
+    `max_failures`: how often a seed run restarts from its last checkpoint after one of its workers failed
+    (a process killed, out of memory, a lost node, an error in the training code) before its group fails.
+    Node preemptions are retried without limit and do not count (Ray Train's own rule)."""
 
     workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 0.5
+    max_failures: int = 2
 
     @staticmethod
     def parse(d: Any, path: str = "resources") -> "ResourcesSection":
-        d = _keys(d, {"workers", "use_gpu", "cpus_per_worker"}, path)
+        d = _keys(d, {"workers", "use_gpu", "cpus_per_worker", "max_failures"}, path)
         out = ResourcesSection()
         return ResourcesSection(
             workers=_int(d.get("workers", out.workers), f"{path}.workers", 1),
             use_gpu=_bool(d.get("use_gpu", out.use_gpu), f"{path}.use_gpu"),
             cpus_per_worker=_number(d.get("cpus_per_worker", out.cpus_per_worker), f"{path}.cpus_per_worker", 0.0),
+            max_failures=_int(d.get("max_failures", out.max_failures), f"{path}.max_failures", 0),
         )
 
 

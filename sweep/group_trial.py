@@ -135,7 +135,9 @@ def build_seed_trainer(
             name=train_run_name(trial_id, seed),
             storage_path=config["train_storage"],
             callbacks=[SeedReportCallback(queue, seed)],
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            # A dead worker (killed, out of memory, a lost node) restarts the seed run from its last checkpoint;
+            # a trial config from before this setting existed keeps the old behaviour (no retry).
+            failure_config=ray.train.FailureConfig(max_failures=int(res.get("max_failures", 0))),
         ),
     )
 

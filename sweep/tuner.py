@@ -151,6 +151,7 @@ def trial_fixed_config(cfg: SweepConfig, scratch_dir: str | None = None) -> dict
             "workers": cfg.resources.workers,
             "use_gpu": cfg.resources.use_gpu,
             "cpus_per_worker": cfg.resources.cpus_per_worker,
+            "max_failures": cfg.resources.max_failures,
         },
         "train_storage": storage.join(cfg.sweep_dir, "train"),
         "divergence_penalty": cfg.divergence_penalty,

@@ -68,7 +68,9 @@ def test_print_only_script_is_parsed_and_failing_scripts_give_clear_errors(tmp_p
         "budget": 0,
         "scheduler": {"enabled": False},
         # The scripts barely compute: 1 CPU per group lets two groups run at once on a 2-CPU machine.
-        "resources": {"workers": 2, "cpus_per_worker": 0.25},
+        # These scripts fail by design and would fail the same way on every restart: no retries here (restarts
+        # after a dead worker are tested in test_worker_fault.py).
+        "resources": {"workers": 2, "cpus_per_worker": 0.25, "max_failures": 0},
         "max_concurrent_trials": 2,
         "storage": str(tmp_path / "sweeps"),
     }

@@ -62,6 +62,19 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def stop_requested(stop_signal: Any) -> bool:
+    """Whether `stop_signal` is set, or gone (its owner ended: the run is orphaned). False without a signal
+    or on a slow answer."""
+    if stop_signal is None:
+        return False
+    try:
+        return bool(ray.get(stop_signal.is_set.remote(), timeout=_STOP_CHECK_TIMEOUT_S))
+    except ray.exceptions.RayActorError:
+        return True
+    except ray.exceptions.GetTimeoutError:
+        return False  # a slow answer on a busy machine is not a stop
+
+
 class RayReportHooks:
     """Trainer hooks that forward every report to Ray Train, with this rank's share of the checkpoint."""
 
@@ -73,15 +86,7 @@ class RayReportHooks:
 
     def _check_stop(self) -> None:
         """Raise `RunStopped` when the stop signal is set or its owner is gone (the run is orphaned)."""
-        if self.stop_signal is None:
-            return
-        try:
-            stopped = ray.get(self.stop_signal.is_set.remote(), timeout=_STOP_CHECK_TIMEOUT_S)
-        except ray.exceptions.RayActorError:
-            stopped = True
-        except ray.exceptions.GetTimeoutError:
-            stopped = False  # a slow answer on a busy machine is not a stop
-        if stopped:
+        if stop_requested(self.stop_signal):
             # Ray Train sees a worker error and ends the whole run, its other ranks included.
             raise RunStopped(f"stop requested at step report (rank {self.rank})")
 
@@ -122,7 +127,15 @@ def train_worker(config: dict[str, Any]) -> None:
     `config`: `trainer` (a complete TrainConfig dict, schedule and seed included), `scratch_dir` (a
     node-local folder for the trainer's own checkpoint writes; the same path on every rank of a run) and
     optionally `stop_signal` (a `StopSignal` handle checked before every report).
+
+    A stop request raises `RunStopped` at the next report on every rank, so that Ray Train ends the whole
+    run (a rank that merely returned would leave the others waiting in a collective). Ray Train counts that
+    as a worker failure and, with `FailureConfig.max_failures > 0`, starts the run again: the signal is still
+    set (or its owner gone), so the restarted workers return at once, before any training.
     """
+    if stop_requested(config.get("stop_signal")):
+        print("seed run restarted after a stop request: ending it", flush=True)
+        return
     if config.get("backend") == "script":
         # An external training script (sweep `script:` section): launched and watched by trainable.external.
         from trainable.external.launcher import script_worker

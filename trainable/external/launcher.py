@@ -42,11 +42,10 @@ from search_spaces import schedule_from_dict
 from trainable.external import channel
 from trainable.external.metrics_parser import MetricsLineParser
 from trainable.external.process import ScriptProcess
-from trainable.ray_trainable import RunStopped
+from trainable.ray_trainable import RunStopped, stop_requested
 
 REPORT_FILE = "schedsweep_report.json"
 _POLL_S = 0.5
-_STOP_CHECK_TIMEOUT_S = 60.0
 _DONE_GRACE_S = 30.0  # after the final report, how long a script may take to exit on its own
 _TAIL_IN_ERROR = 20
 
@@ -68,18 +67,6 @@ def _fill(text: str, values: dict[str, Any]) -> str:
     for key, value in values.items():
         text = text.replace("{" + key + "}", str(value))
     return text
-
-
-def stop_requested(stop_signal: Any) -> bool:
-    """Whether the group's StopSignal is set, or gone (its owner ended: the run is orphaned)."""
-    if stop_signal is None:
-        return False
-    try:
-        return bool(ray.get(stop_signal.is_set.remote(), timeout=_STOP_CHECK_TIMEOUT_S))
-    except ray.exceptions.RayActorError:
-        return True
-    except ray.exceptions.GetTimeoutError:
-        return False  # a slow answer on a busy machine is not a stop
 
 
 def _exit_text(code: int) -> str:
