@@ -88,7 +88,9 @@ def run_driver(args: list[str], folder: Path, log: Path, kill: dict | None, time
     """Start `sweep ARGS`; SIGKILL it (and its process group) at the point `kill` names, or let it end.
 
     `kill`: {"after_s": t}, {"after_results": k} or {"at_file": path in the sweep folder, e.g. tune/tuner.pkl:
-    the moment it appears}; None to run to the end. Returns what happened."""
+    the moment it appears}, optionally with "signal": "SIGINT" or "SIGTERM" (a clean stop: the driver is sent
+    that signal and given `timeout_s` to exit on its own) instead of SIGKILL; None to run to the end.
+    Returns what happened."""
     tune_dir = folder / "sweeps" / "chaos" / "tune"
     before = result_count(tune_dir)
     started = time.monotonic()
@@ -111,8 +113,8 @@ def run_driver(args: list[str], folder: Path, log: Path, kill: dict | None, time
                     else:
                         due = result_count(tune_dir) - before >= kill["after_results"]
                     if due:
-                        os.kill(driver.pid, signal.SIGKILL)
-                        driver.wait()
+                        os.kill(driver.pid, getattr(signal, kill.get("signal", "SIGKILL")))
+                        driver.wait(timeout=timeout_s)
                         killed = True
                         saved = any(tune_dir.glob("experiment_state*.json"))
                         break

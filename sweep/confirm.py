@@ -268,10 +268,11 @@ def run_stage(stage: SweepConfig, groups: list[dict[str, Any]], parent: SweepCon
 
     from sweep.searcher import FixedGroupSearcher
     from sweep.tuner import (SWEEP_FILE, TUNE_DIR, TUNER_FILE, _trainable, concurrency, init_ray, prepare_data,
-                             restore_tuner, trial_fixed_config)
+                             restore_tuner, stop_gracefully_on_signals, trial_fixed_config)
 
     prepare_data(stage)
     init_ray()
+    stop_gracefully_on_signals()
     max_concurrent = concurrency(stage, ray.cluster_resources())
     saved_config = storage.join(stage.sweep_dir, SWEEP_FILE)
     if storage.exists(storage.join(stage.sweep_dir, TUNE_DIR, TUNER_FILE)):

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +92,42 @@ def init_ray() -> None:
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = _OWN_ADDRESS = f"{ip}:{port}"
     ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+
+
+_STOP_REQUESTED = threading.Event()
+
+
+def stop_gracefully_on_signals() -> None:
+    """Make Ctrl-C (SIGINT) and SIGTERM stop the sweep cleanly: Tune ends its trials, saves the experiment
+    state one last time and returns, `sweep run` exits 130 with the resume command, and `sweep resume`
+    continues from there. A second signal stops at once (KeyboardInterrupt).
+
+    SIGTERM is what Kubernetes sends a pod it deletes and what `kill` sends; by default it ends Python on the
+    spot. Tune's own graceful stop listens to SIGINT and SIGUSR1; its SIGINT handler is turned off here
+    (TUNE_DISABLE_SIGINT_HANDLER) so that both signals go through one handler that records the request
+    (`stop_requested`: the only reliable sign, since Tune reports interrupted trials as terminated) and then
+    raises SIGUSR1 for Tune. Call it after Ray has started (ray.init installs a SIGTERM handler of its own),
+    from the main thread."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
+        return
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if _STOP_REQUESTED.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        _STOP_REQUESTED.set()
+        print(f"sweep: {signal.Signals(signum).name} received: stopping cleanly (Tune saves its state); "
+              "send it again to stop at once", file=sys.stderr, flush=True)
+        signal.raise_signal(signal.SIGUSR1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+
+
+def stop_requested() -> bool:
+    """Whether a SIGINT or SIGTERM asked this process to stop the sweep (`stop_gracefully_on_signals`)."""
+    return _STOP_REQUESTED.is_set()
 
 
 def prepare_data(cfg: SweepConfig) -> None:
@@ -343,4 +382,5 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
             os.makedirs(cfg.sweep_dir, exist_ok=True)
         storage.write_text(storage.join(cfg.sweep_dir, SWEEP_FILE), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         tuner = build_tuner(cfg, max_concurrent, scratch_dir)
+    stop_gracefully_on_signals()
     return tuner.fit()

@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import chaos_resume  # noqa: E402
 
-BUDGET = 8
+BUDGET = 6
 
 
 @pytest.mark.ray
@@ -44,3 +44,19 @@ def test_sweep_survives_three_kills_it_did_not_choose(tmp_path: Path) -> None:
     assert records[-1]["rc"] == 0, (records, log[-8000:])
     problems = chaos_resume.check_sweep(tmp_path, BUDGET)
     assert not problems, (seed, kills, problems)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_ctrl_c_and_sigterm_stop_cleanly_and_leave_a_resumable_sweep(tmp_path: Path) -> None:
+    # SIGINT (Ctrl-C) and SIGTERM (what Kubernetes sends a pod it deletes, and `kill`) mid-sweep: the driver
+    # saves Tune's state and exits on its own with code 130 and the resume command, not killed by the signal.
+    kills = [{"after_results": 4, "signal": "SIGINT"}, {"after_results": 4, "signal": "SIGTERM"}]
+    records = chaos_resume.chaos(tmp_path, kills, budget=2)
+    log = (tmp_path / "chaos.log").read_text()
+    for r in records[:2]:
+        assert r["killed"] and r["rc"] == 130, (records, log[-6000:])
+    assert log.count("continue it with: sweep resume chaos") >= 2
+    assert records[-1]["rc"] == 0, (records, log[-8000:])
+    assert not chaos_resume.check_sweep(tmp_path, 2)

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 def execute(cfg: SweepConfig, mode: str) -> int:
     """Run the sweep and print where its results are; exit code 1 when a group errored."""
-    from sweep.tuner import prepare_data, run_sweep, sweep_exists
+    from sweep.tuner import prepare_data, run_sweep, stop_requested, sweep_exists
 
     from search_spaces.errors import ConfigError
 
@@ -67,9 +67,11 @@ def execute(cfg: SweepConfig, mode: str) -> int:
     errors = [r for r in grid if r.error is not None]
     print(summary(cfg, len(grid), len(errors)), flush=True)
     planned = len(cfg.baselines) + cfg.budget
-    if len(grid) < planned:
-        # Tune returns normally after Ctrl-C; fewer groups than planned means the sweep was cut short.
-        print(f"sweep {cfg.name!r} stopped after {len(grid)} of {planned} groups; "
+    ended = grid.num_terminated + grid.num_errors
+    if stop_requested() or ended < planned:
+        # Tune returns normally after Ctrl-C or SIGTERM (tuner.stop_gracefully_on_signals), and reports the
+        # groups it interrupted as terminated: the stop request itself says the sweep was cut short.
+        print(f"sweep {cfg.name!r} stopped after {ended} of {planned} groups; "
               f"continue it with: sweep resume {cfg.name} --storage {cfg.storage}", file=sys.stderr, flush=True)
         return 130
     return 1 if errors else 0
