@@ -26,6 +26,11 @@ new Tune trials instead of asking new ones: a running orphan goes on as the same
 params; a finished one runs its params again for Tune's sake while Optuna keeps the verdict it has. So the
 study ends with exactly `budget` trials, none left RUNNING and none duplicated. A sweep restarted from
 nothing (`adopt_study=True`: Tune never saved any state) adopts every trial the study holds.
+
+Tune writes its experiment state and then the searcher state: a kill between the two leaves trials that Tune
+restores but the searcher never heard of. So each searched group's trial config carries its Optuna trial
+number (`optuna_trial`), and a restore reconciles the searcher with the trials Tune restores
+(`restore_from_dir`): Tune's trials are the truth for which groups exist, the study for what was told.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 METRIC, MODE = "val_loss", "min"
 RUNG_METRIC = "rung_loss"  # sweep.rung_metrics.RUNG_KEY (not imported: no cycle through group results)
+OPTUNA_TRIAL_KEY = "optuna_trial"  # in a searched group's trial config: its Optuna trial number
 PENALTY_MARGIN = 1.1  # a penalty raised at run time: 10 % above the worst finished group
 
 
@@ -79,6 +85,7 @@ class GroupSearcher(OptunaSearch):
         )
         self._group_space = space
         self._seeds = [int(s) for s in seeds]
+        self._all_baselines = [dict(b) for b in baselines]
         self._baselines_left = [dict(b) for b in baselines]
         self._budget = int(budget)
         self._searched = 0
@@ -89,6 +96,9 @@ class GroupSearcher(OptunaSearch):
         self._last_step: dict[str, int] = {}
         # Optuna trial numbers to hand to the next new Tune trials (see the module docstring).
         self._orphans: list[int] = [t.number for t in self._ot_study.get_trials(deepcopy=False)] if adopt_study else []
+        if self._orphans:
+            # Seeded as the first start was, the sampler would propose the adopted trials' params again.
+            self._ot_study.sampler.reseed_rng()
 
     # -----------------------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -102,13 +112,18 @@ class GroupSearcher(OptunaSearch):
             orphans = getattr(self, "_orphans", [])  # a searcher pickled before this field: none
             self._ot_trials[trial_id] = self._adopt(trial_id, orphans.pop(0)) if orphans else self._ot_study.ask()
             self._searched += 1
-        schedule = self._group_space.suggest(self._ot_trials[trial_id])
-        return self._config(schedule.to_dict(), baseline=None)
+        ot_trial = self._ot_trials[trial_id]
+        schedule = self._group_space.suggest(ot_trial)
+        return {**self._config(schedule.to_dict(), baseline=None), OPTUNA_TRIAL_KEY: int(ot_trial.number)}
 
     def _adopt(self, trial_id: str, number: int) -> Any:
         """The orphaned Optuna trial `number` as `trial_id`'s: live if it still runs, else its fixed params."""
+        logger.warning("Tune trial %s adopts orphaned Optuna trial %s", trial_id, number)
+        return self._link(trial_id, number)
+
+    def _link(self, trial_id: str, number: int) -> Any:
+        """Optuna trial `number` as `trial_id`'s: live if it still runs, else its fixed params (told already)."""
         frozen = self._ot_study.get_trials(deepcopy=False)[number]
-        logger.warning("Tune trial %s adopts orphaned Optuna trial %s (%s)", trial_id, number, frozen.state.name)
         if frozen.state == optuna.trial.TrialState.RUNNING:
             # Optuna has no public way to reattach to a running trial by number; its storage id is private.
             return optuna.trial.Trial(self._ot_study, frozen._trial_id)
@@ -193,6 +208,47 @@ class GroupSearcher(OptunaSearch):
             return raised
         return penalty
 
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Tune's restore (the newest searcher state in `checkpoint_dir`), then reconciled with the trials of the
+        newest experiment state there, which Tune restores (module docstring)."""
+        super().restore_from_dir(checkpoint_dir)
+        trials = saved_tune_trials(checkpoint_dir)
+        if trials is not None and self._storage is not None:
+            self._reconcile(trials)
+
+    def _reconcile(self, trials: dict[str, dict]) -> None:
+        """Make the searcher agree with Tune's restored trials (trial id -> config): which groups exist, which
+        baselines were emitted, which Optuna trial each searched group runs; the rest of the study is orphaned."""
+        for tid in [t for t in self._ot_trials if t not in trials]:
+            del self._ot_trials[tid]  # a group Tune lost: its Optuna trial becomes an orphan
+        linked: set[int] = set()
+        emitted: list[str] = []
+        for tid, config in trials.items():
+            if config.get("baseline"):
+                emitted.append(str(config["baseline"]))
+                self._baseline_trials[tid] = str(config["baseline"])
+                continue
+            number = config.get(OPTUNA_TRIAL_KEY)
+            if number is None:  # a trial from before this key existed: keep what the searcher state says
+                if tid in self._ot_trials:
+                    linked.add(int(self._ot_trials[tid].number))
+                continue
+            if tid not in self._ot_trials or int(self._ot_trials[tid].number) != int(number):
+                logger.warning("Tune trial %s runs Optuna trial %s, which the saved searcher state missed", tid, number)
+                self._ot_trials[tid] = self._link(tid, int(number))
+            linked.add(int(number))
+        self._searched = len(self._ot_trials)
+        configured = getattr(self, "_all_baselines", None)  # None: a searcher pickled before this field
+        if configured is not None:
+            # The baselines still to emit: the configured ones less those Tune has (one each, in order).
+            left, self._baselines_left = list(emitted), []
+            for b in configured:
+                if str(b["preset"]) in left:
+                    left.remove(str(b["preset"]))
+                else:
+                    self._baselines_left.append(dict(b))
+        self._orphans = [t.number for t in self._ot_study.get_trials(deepcopy=False) if t.number not in linked]
+
     def restore(self, checkpoint_path: str) -> None:
         """Tune's searcher restore, plus: with a database-backed study, trials asked after the last saved
         searcher state (their Tune trials were never recorded) become orphans, adopted by the next new Tune
@@ -201,6 +257,9 @@ class GroupSearcher(OptunaSearch):
         self._orphans = []
         if self._storage is None:
             return
+        # The sampler's random state comes back as it was saved: the next asks would replay the params of
+        # trials asked after that save (the study holds them already), so give it a fresh one.
+        self._ot_study.sampler.reseed_rng()
         known = {t.number for t in self._ot_trials.values()}
         self._orphans = [t.number for t in self._ot_study.get_trials(deepcopy=False) if t.number not in known]
         if self._orphans:
@@ -216,6 +275,29 @@ class GroupSearcher(OptunaSearch):
         """The Optuna trial number behind a Tune trial (None for baselines)."""
         t = self._ot_trials.get(trial_id)
         return None if t is None else t.number
+
+
+def saved_tune_trials(tune_dir: str) -> dict[str, dict] | None:
+    """Trial id -> config of every trial in the newest Tune experiment state in `tune_dir` (None: there is none).
+
+    Reads the JSON Tune writes (`experiment_state-<session>.json`, `trial_data`): the one place that says
+    which trials a restore brings back. Tune has no public reader for it."""
+    import glob
+    import json
+    import os
+
+    files = sorted(glob.glob(os.path.join(tune_dir, "experiment_state-*.json")))
+    if not files:
+        return None
+    with open(files[-1]) as f:
+        state = json.load(f)
+    out = {}
+    for entry in state.get("trial_data", []):
+        data = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+        config = data.get("config")
+        if isinstance(config, dict) and data.get("trial_id"):
+            out[str(data["trial_id"])] = config
+    return out
 
 
 def _finite(value: Any) -> bool:

@@ -161,6 +161,36 @@ def test_trials_asked_after_the_saved_searcher_state_are_adopted_not_asked_again
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
 
 
+def test_restore_trusts_the_trials_tune_restores_over_an_older_searcher_state(tmp_path: Path) -> None:
+    # Tune writes its experiment state, then the searcher state: a kill in between restores trials the saved
+    # searcher never heard of. Their trial configs name their Optuna trials; the searcher links them instead
+    # of handing those Optuna trials to new groups (which would run one shape twice and lose a trial).
+    from sweep.searcher import OPTUNA_TRIAL_KEY
+
+    cfg = SweepConfig.from_dict(tiny_sweep(tmp_path, baselines=["constant"], budget=3))
+    db = f"sqlite:///{tmp_path}/study.db"
+    s = GroupSearcher(cfg.search_space, [0], list(cfg.baselines), 3, seed=0, storage=db, study_name="recon")
+    configs = {tid: s.suggest(tid) for tid in ("base", "a")}
+    tune_dir = tmp_path / "tune"
+    tune_dir.mkdir()
+    s.save(str(tune_dir / "searcher-state-2026-01-01_00-00-00.pkl"))  # the older searcher state ...
+    configs["b"] = s.suggest("b")  # ... then b, which only the experiment state records
+    assert configs["b"][OPTUNA_TRIAL_KEY] == 1
+    trial_data = [[json.dumps({"trial_id": tid, "config": c}), "{}"] for tid, c in configs.items()]
+    (tune_dir / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": trial_data}))
+
+    restored = GroupSearcher(cfg.search_space, [0], list(cfg.baselines), 3, seed=0, storage=db, study_name="recon")
+    restored.restore_from_dir(str(tune_dir))
+    assert restored.optuna_trial_number("b") == 1 and restored.is_baseline("base")
+    new = restored.suggest("c")
+    assert new[OPTUNA_TRIAL_KEY] == 2 and new["schedule"] != configs["b"]["schedule"]  # a fresh ask, not b's
+    assert restored.suggest("d") == Searcher.FINISHED  # a, b, c: the budget
+    for tid in ("a", "b", "c"):
+        restored.on_trial_complete(tid, {"val_loss": 2.0, "step": 6, "status": "finished"})
+    trials = optuna.load_study(study_name="recon", storage=db).get_trials()
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+
+
 def test_a_penalty_below_a_finished_group_is_raised_above_it(tmp_path: Path) -> None:
     # A script's losses are unknown before it runs: a penalty that turns out lower than a finished group's
     # final loss would make TPE prefer diverging shapes, so the searcher raises it to 10 % above the worst.
