@@ -290,7 +290,7 @@ def run_stage(stage: SweepConfig, groups: list[dict[str, Any]], parent: SweepCon
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=stage.sweep_dir, callbacks=_stage_callbacks(stage, parent, parent_run_id, label),
             verbose=0, failure_config=tune.FailureConfig(max_failures=0),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # as sweep.tuner.build_tuner: all kept
         ),
     )
     # sweep.yaml only once the Tuner (and its tuner.pkl) exists: `sweep resume` on a sweep.yaml without a

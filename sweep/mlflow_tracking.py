@@ -145,11 +145,14 @@ class MLflowSweepCallback(Callback):
         self._last_step: dict[str, int] = {}
         self._group_schedules: dict[str, Mapping[str, Any]] = {}
         self._orphans_checked = False
+        # Writes held back while the tracking server does not answer, oldest first: (what, fn, args).
+        self._pending: list[tuple[str, Any, tuple]] = []
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the Tuner; clients and caches are rebuilt in setup().
         state = self.__dict__.copy()
-        for key in ("_client", "_runs", "_last_step", "_group_schedules", "experiment_id", "sweep_run_id"):
+        for key in ("_client", "_runs", "_last_step", "_group_schedules", "experiment_id", "sweep_run_id",
+                    "_pending"):
             state.pop(key, None)
         return state
 
@@ -171,12 +174,59 @@ class MLflowSweepCallback(Callback):
                 raise
             logger.warning("MLflow logging failed while %s; the sweep goes on", what, exc_info=True)
 
+    def _in_order(self, what: str, fn, *args: Any) -> None:
+        """Run a write after every write held back before it; hold it (and all after it) back when MLflow
+        fails, so an outage of the tracking server loses nothing and keeps each run's steps in order.
+
+        Each write is safe to run again after a partial failure: runs are looked up before they are made,
+        and a metric step that a run already has is skipped (`_log_metrics`)."""
+        self._pending.append((what, fn, args))
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Run the held-back writes, oldest first, until one fails; True when none is left."""
+        while self._pending:
+            what, fn, args = self._pending[0]
+            try:
+                fn(*args)
+            except Exception:
+                if self.strict:
+                    self._pending.clear()
+                    raise
+                if self._reachable():
+                    # The store answers, so this write itself is at fault: skip it rather than hold back all.
+                    logger.warning("MLflow logging failed while %s; the sweep goes on", what, exc_info=True)
+                    self._pending.pop(0)
+                    continue
+                if len(self._pending) == 1:  # the first write to fail: say it once per outage
+                    logger.warning("MLflow is unreachable (while %s); holding writes back until it answers (the "
+                                   "sweep goes on)", what, exc_info=True)
+                return False
+            self._pending.pop(0)
+            if not self._pending:
+                logger.warning("MLflow answers again: every held-back write is done")
+        return True
+
+    def _reachable(self) -> bool:
+        """Whether the tracking store answers a cheap read."""
+        try:
+            self.client.search_experiments(max_results=1)
+            return True
+        except Exception:
+            return False
+
     # ---- Tune hooks -----------------------------------------------------------------------------
 
     def setup(self, **info: Any) -> None:
         # MLflow prints a "View run" URL line per ended run to stdout: 2 lines per seed run would drown the
         # progress lines in a CI log. The user's own setting wins.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        # MLflow's HTTP client retries a refused request 7 times with doubling waits (minutes in all), inside
+        # Tune's driver loop: a tracking server that is down would stall the whole sweep. Fail fast instead;
+        # the writes are held back and sent again (`_in_order`).
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+            os.environ.setdefault(name, value)
         self._reset()
         self._guard("setting up the sweep run", self._setup)
 
@@ -186,19 +236,27 @@ class MLflowSweepCallback(Callback):
             self._guard("removing runs of lost groups", self._delete_lost_runs, trials)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guard(f"starting {trial.trial_id}", self._ensure_group, trial)
+        self._in_order(f"starting {trial.trial_id}", self._ensure_group, trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._guard(f"logging a result of {trial.trial_id}", self._log_result, trial, result)
+        self._in_order(f"logging a result of {trial.trial_id}", self._log_result, trial, dict(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guard(f"ending {trial.trial_id}", self._end_group, trial, False)
+        self._in_order(f"ending {trial.trial_id}", self._end_group, trial, False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._guard(f"ending {trial.trial_id}", self._end_group, trial, True)
+        self._in_order(f"ending {trial.trial_id}", self._end_group, trial, True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._guard("ending the sweep run", self._end_sweep, trials)
+        self._in_order("ending the sweep run", self._end_sweep, trials)
+        # Writes still held back: give the tracking server a while to come back before the driver ends.
+        deadline = time.monotonic() + float(os.environ.get("SCHEDSWEEP_MLFLOW_FLUSH_S", "300"))
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(5.0)
+            self._flush()
+        if self._pending:
+            logger.error("MLflow did not answer: %d writes were not made (the sweep's own results are in its Tune "
+                         "folder)", len(self._pending))
 
     # ---- sweep run ------------------------------------------------------------------------------
 

@@ -297,8 +297,10 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
         run_config=tune.RunConfig(
             name=TUNE_DIR, storage_path=cfg.sweep_dir, callbacks=_callbacks(cfg, sweep_id), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
-            # Only simulated groups checkpoint through Tune; their latest checkpoint is all a resume needs.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Only simulated groups checkpoint through Tune (a few bytes each). All are kept: with num_to_keep,
+            # Tune deletes a checkpoint that its last saved experiment state may still name, and a driver killed
+            # before the next save could not restore that group ("does not exist on storage anymore").
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
 

@@ -94,14 +94,15 @@ def _stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(root: Path, timeout_s: float = 60.0) -> Iterator[str]:
-    """Run `mlflow server` on a free port with its store under `root`; yields its http:// URI.
+def mlflow_server(root: Path, timeout_s: float = 60.0, port: int | None = None) -> Iterator[str]:
+    """Run `mlflow server` on `port` (default: a free one) with its store under `root`; yields its http:// URI.
 
     Artifacts are proxied (`--artifacts-destination`), so clients upload through the server and need
-    no access to the folder, as with a remote tracking server.
+    no access to the folder, as with a remote tracking server. The same root and port again: the same server
+    started again, as after an outage.
     """
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = root / "mlflow-server.log"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     cmd = [
