@@ -298,3 +298,48 @@ def test_mean_band_uses_only_steps_every_seed_reached():
     steps, mean, low, high = mean_band({"0": [(10, 3.0), (20, 2.0), (30, 1.0)], "1": [(10, 4.0), (20, 2.5)]})
     assert steps.tolist() == [10, 20]
     assert mean.tolist() == [3.5, 2.25] and low.tolist() == [3.0, 2.0] and high.tolist() == [4.0, 2.5]
+
+
+def _verdicts(markdown: str) -> list[str]:
+    return [r[-1] for r in _rows(markdown, "Paired differences")]
+
+
+def test_a_trainer_that_ignores_its_seed_is_named_and_gets_no_verdict(tmp_path):
+    # nanoGPT's train.py hard-codes its seed: every seed of a group ends bit-identically (and prints 3 decimals).
+    groups = [Group("b1", [2.619] * 3, baseline="nanogpt_cosine", schedule={"preset": "nanogpt_cosine"}),
+              Group("b2", [2.655] * 3, baseline="wsd_sqrt", schedule={"preset": "wsd_sqrt"}),
+              Group("s", [2.571] * 3)]
+    write_sweep(tmp_path, "seedless", groups, 3)
+    md = build_report("seedless", str(tmp_path)).markdown
+    warnings = md.split("## Warnings: the trainer ignored an input", 1)[1].split("\n## ", 1)[0]
+    for name in ("nanogpt_cosine (b1)", "wsd_sqrt (b2)", "search (s)"):
+        assert f"**{name}** its 3 seeds ended at exactly the same val_loss" in warnings
+    assert "the trainer ignores its seed" in warnings
+    verdicts = _verdicts(md)
+    assert verdicts and all(v.startswith("**no verdict**") for v in verdicts), verdicts
+    assert "better" not in " ".join(verdicts) and "worse" not in " ".join(verdicts)
+    assert "the verdicts are exact" not in md
+
+
+def test_a_trainer_that_ignores_the_schedule_is_named_and_gets_no_verdict(tmp_path):
+    # Every group ends exactly where every other does on each seed: the schedule never reached the trainer.
+    finals = [2.6186, 2.6251, 2.6122]
+    groups = [Group("b1", finals, baseline="nanogpt_cosine", schedule={"preset": "nanogpt_cosine"}),
+              Group("b2", finals, baseline="wsd_sqrt", schedule={"preset": "wsd_sqrt"}), Group("s", finals)]
+    write_sweep(tmp_path, "shapeless", groups, 3)
+    md = build_report("shapeless", str(tmp_path)).markdown
+    assert "although its schedule differs: the trainer ignores the schedule" in md
+    assert all(v.startswith("**no verdict**") for v in _verdicts(md))
+    assert "No comparison could be tested, so no verdict is called" in md
+
+
+def test_differences_within_the_printed_precision_get_no_verdict(tmp_path):
+    # Values printed with 3 decimals: a shape 0.001-0.002 below a baseline on every seed looks significant,
+    # but its spread is one rounding step (the resolution is inferred from the values).
+    base = [3.100, 3.110, 3.120, 3.130, 3.140]
+    groups = [Group("b1", base, baseline="nanogpt_cosine", schedule={"preset": "nanogpt_cosine"}),
+              Group("s", [b - d for b, d in zip(base, (0.001, 0.002, 0.001, 0.001, 0.001))])]
+    write_sweep(tmp_path, "rounded", groups, 5)
+    md = build_report("rounded", str(tmp_path)).markdown
+    (verdict,) = _verdicts(md)
+    assert verdict.startswith("**no verdict**") and "below the metric's resolution 0.001" in verdict

@@ -52,7 +52,7 @@ def test_the_benchmark_shortcut_equals_calling_the_report_per_correction() -> No
 @pytest.mark.slow
 def test_a_null_report_holds_a_false_verdict_at_most_alpha_of_the_time() -> None:
     # 30 shapes x 5 baselines + 10 baseline pairs = 160 comparisons, 3 seeds, no shape truly differs.
-    n = 300
+    n = 250
     out = ver.null_family(n, corrections=("holm", "bonferroni", "none"), first_noise_seed=7_000)
     assert out["comparisons"] == 160
     for c in ("holm", "bonferroni"):
@@ -62,19 +62,19 @@ def test_a_null_report_holds_a_false_verdict_at_most_alpha_of_the_time() -> None
 
 
 def test_benjamini_hochberg_keeps_the_false_discovery_rate_with_real_effects() -> None:
-    n = 150
+    n = 100
     out = ver.mixed_family(n, corrections=("fdr_bh", "holm", "none"), first_noise_seed=8_000)
     # The mean false-discovery proportion is an average of values in [0, 1]: a one-sided z bound at 3 SE of
     # a Bernoulli(alpha) average is conservative for it.
     bound = ALPHA + 3 * (ALPHA * (1 - ALPHA) / n) ** 0.5
     assert out["fdr"]["fdr_bh"] <= bound and out["fdr"]["holm"] <= bound, out["fdr"]
-    assert out["fdr"]["none"] > 0.05  # control: 124 null comparisons at alpha 0.01 make false discoveries
+    assert out["fdr"]["none"] > 0.04  # control: 124 null comparisons at alpha 0.01 make false discoveries
     assert out["power"]["fdr_bh"]["rate"] >= out["power"]["holm"]["rate"] > 0  # BH finds at least what Holm does
 
 
 @pytest.mark.slow
 def test_the_winner_of_a_null_sweep_confirmed_on_fresh_seeds_is_called_better_at_most_alpha() -> None:
-    n = 200
+    n = 150
     out = ver.selection(n, first_noise_seed=9_000)
     fresh = out["confirm_better_than_any_baseline"]["fresh seeds, holm 0.01 (default)"]
     assert consistent_with_at_most(fresh["count"], n, ALPHA), fresh
@@ -89,10 +89,10 @@ def test_the_winner_of_a_null_sweep_confirmed_on_fresh_seeds_is_called_better_at
 def test_power_for_a_true_effect_is_at_least_what_plan_seeds_predicts() -> None:
     # A shape truly better by 2 x the paired seed std, 5 seeds: alone against one baseline (the planner's
     # exact power at alpha 0.01), and among 30 shapes (the planner at alpha / 30, a lower bound for Holm).
-    n = 300
+    n = 250
     out = ver.power_vs_planner(n, first_noise_seed=10_000)["results"]
     for name, r in out.items():
         # Observed power is not significantly below the prediction (one-sided exact binomial, level 0.001).
         assert stats.binomtest(r["count"], n, r["planner"], alternative="less").pvalue >= 0.001, (name, r)
     alone = out["family of 1"]
-    assert abs(alone["rate"] - alone["planner"]) < 0.1  # and close to it where the planner is exact
+    assert abs(alone["rate"] - alone["planner"]) < 0.12  # and close to it where the planner is exact
