@@ -55,13 +55,22 @@ def apply_env_defaults() -> None:
 _OWN_ADDRESS: str | None = None  # RAY_ADDRESS as set by init_ray for a local cluster it started
 
 
+# Ports Ray's own components take by default on a node (GCS, client server, dashboard, dashboard agent HTTP):
+# a GCS port picked at random must not be one of them, or ray.init fails ("... is trying to use a port number
+# 52365 that is used by other components"), as it once did in the chaos benchmark.
+_RAY_DEFAULT_PORTS = frozenset({6379, 10001, 8265, 52365})
+
+
 def _free_port() -> int:
-    """A TCP port the OS just reported free."""
+    """A TCP port the OS just reported free, other than Ray's default ports."""
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _RAY_DEFAULT_PORTS:
+            return port
 
 
 def init_ray() -> None:
