@@ -147,12 +147,13 @@ class MLflowSweepCallback(Callback):
         self._orphans_checked = False
         # Writes held back while the tracking server does not answer, oldest first: (what, fn, args).
         self._pending: list[tuple[str, Any, tuple]] = []
+        self._outage = False  # writes are being held back because the store did not answer
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the Tuner; clients and caches are rebuilt in setup().
         state = self.__dict__.copy()
         for key in ("_client", "_runs", "_last_step", "_group_schedules", "experiment_id", "sweep_run_id",
-                    "_pending"):
+                    "_pending", "_outage"):
             state.pop(key, None)
         return state
 
@@ -198,13 +199,15 @@ class MLflowSweepCallback(Callback):
                     logger.warning("MLflow logging failed while %s; the sweep goes on", what, exc_info=True)
                     self._pending.pop(0)
                     continue
-                if len(self._pending) == 1:  # the first write to fail: say it once per outage
+                if not self._outage:  # say it once per outage
+                    self._outage = True
                     logger.warning("MLflow is unreachable (while %s); holding writes back until it answers (the "
                                    "sweep goes on)", what, exc_info=True)
                 return False
             self._pending.pop(0)
-            if not self._pending:
-                logger.warning("MLflow answers again: every held-back write is done")
+        if self._outage:
+            self._outage = False
+            logger.warning("MLflow answers again: every held-back write is done")
         return True
 
     def _reachable(self) -> bool:

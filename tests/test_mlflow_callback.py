@@ -151,3 +151,37 @@ def test_group_retried_after_an_error_goes_back_to_running_then_finishes(tmp_pat
     runs = _runs(uri)
     assert _kinds(runs) == {"sweep": 1, "group": 1, "seed": 2}
     assert all(r.info.status == "FINISHED" for r in runs if r.data.tags[TAG_KIND] != "sweep")
+
+
+def test_writes_are_held_back_in_order_only_while_the_store_does_not_answer(tmp_path, caplog):
+    import logging
+
+    cb = MLflowSweepCallback(f"sqlite:///{tmp_path}/m.db", "e", "s", {"name": "s"})
+    done: list[str] = []
+    caplog.set_level(logging.INFO, logger="sweep.mlflow_tracking")
+    cb._in_order("a", done.append, "a")
+    assert done == ["a"] and not cb._pending and "MLflow" not in caplog.text  # no outage, nothing said
+
+    down = {"now": True}
+
+    def write(name: str) -> None:
+        if down["now"]:
+            raise ConnectionError("refused")
+        done.append(name)
+
+    cb._reachable = lambda: not down["now"]
+    cb._in_order("b", write, "b")
+    cb._in_order("c", done.append, "c")  # would succeed, but must wait behind b to keep the order
+    assert done == ["a"] and [w[0] for w in cb._pending] == ["b", "c"]
+    assert caplog.text.count("holding writes back") == 1
+    down["now"] = False
+    cb._in_order("d", done.append, "d")
+    assert done == ["a", "b", "c", "d"] and not cb._pending
+    assert caplog.text.count("MLflow answers again") == 1
+
+    def broken(name: str) -> None:
+        raise ValueError("a bad write, the store answers")
+
+    cb._in_order("e", broken, "e")  # skipped (logged), never held back: it would block every later write
+    cb._in_order("f", done.append, "f")
+    assert done[-1] == "f" and not cb._pending and caplog.text.count("MLflow answers again") == 1
