@@ -45,8 +45,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -183,8 +183,7 @@ def render_markdown(sweep_name: str, points: Sequence[DeltaPoint], finalists: Ma
     val_loss; `downstream`: group -> metric -> per-seed values (at `downstream_horizon`); `sweep_seeds`: the
     seeds the searched sweep ran (to say whether these are fresh)."""
     lines = [f"# Confirmation of sweep `{sweep_name}`", "",
-             seeds_sentence(seeds, sweep_seeds) + " "
-             f"Horizons: " + ", ".join(f"{h} ({steps[h]} steps)" for h in horizons) + ". No early stopping.", "",
+             seeds_sentence(seeds, sweep_seeds) + " Horizons: " + ", ".join(f"{h} ({steps[h]} steps)" for h in horizons) + ". No early stopping.", "",
              family_sentence(points, alpha), "",
              "## Finalists", "", "| finalist | schedule (sweep mean final val_loss) |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in finalists.items()]

@@ -6,8 +6,6 @@ every step of every group and seed run exactly once. Real Ray Tune, real MLflow 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 from servers import free_port, mlflow_server  # noqa: E402
-from test_sweep_run_helpers import ray_env  # noqa: E402
+from test_sweep_run_helpers import end_session, ray_env  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,9 +80,6 @@ def test_tracking_server_outage_mid_sweep_loses_and_duplicates_nothing(tmp_path:
                 assert sorted(logged) == list(range(250, 2001, 250)) and set(logged.values()) == {1}
     finally:
         log.close()
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        end_session(driver.pid)
     text = (tmp_path / "driver.log").read_text()
     assert "holding writes back" in text and "every held-back write is done" in text, text[-4000:]

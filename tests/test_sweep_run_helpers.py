@@ -56,6 +56,16 @@ def tiny_sweep(tmp: Path, name: str = "t", **over: Any) -> dict[str, Any]:
     return cfg
 
 
+def end_session(pid: int) -> None:
+    """SIGKILL what is left of a driver started with `start_new_session=True` (its Ray included)."""
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def ray_env(tmp: Path) -> dict[str, str]:
     """Environment for a driver subprocess: its own HOME (no leftover Ray auth token), temp and Ray folders."""
     env = dict(os.environ)

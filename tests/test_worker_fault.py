@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sweep_run_helpers import ray_env, tiny_sweep  # noqa: E402
+from test_sweep_run_helpers import end_session, ray_env, tiny_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,10 +74,7 @@ def test_a_killed_worker_restarts_from_its_checkpoint_and_changes_nothing(tmp_pa
         assert driver.wait(timeout=600) == 0, (tmp_path / "faulty.log").read_text()[-6000:]
     finally:
         log.close()
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        end_session(driver.pid)
     assert killed is not None, "no Train worker was found to kill"
     text = (tmp_path / "faulty.log").read_text()
     assert "RETRY" in text, text[-6000:]  # Ray Train's failure policy restarted the run
