@@ -185,9 +185,9 @@ def render_markdown(record: SweepRecord, alpha: float = DEFAULT_ALPHA, power: fl
     """The whole report as Markdown (plots referenced by file name, next to report.md). `resolution_step`:
     the metric's rounding step when known (a script's `metric_precision`), else inferred from the values."""
     ranked, unranked = rank_groups(record.groups)
-    rows = compare_with_baselines(record.groups, alpha, correction=correction, resolution=resolution_step,
-                                  total_steps=record.total_steps)
     warnings = input_warnings(record.groups, record.total_steps)
+    rows = compare_with_baselines(record.groups, alpha, correction=correction, resolution=resolution_step,
+                                  total_steps=record.total_steps, warnings=warnings)
     res = resolution(rows, alpha, power)
     loc = record.location
     counts: dict[str, int] = {}

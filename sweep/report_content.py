@@ -134,20 +134,22 @@ def input_warnings(groups: Sequence[GroupRecord], total_steps: int | None = None
 
 def compare_with_baselines(groups: Sequence[GroupRecord], alpha: float = DEFAULT_ALPHA,
                            metric: str = "val_loss", correction: str = DEFAULT_CORRECTION,
-                           resolution: float | None = None, total_steps: int | None = None) -> list[ComparisonRow]:
+                           resolution: float | None = None, total_steps: int | None = None,
+                           warnings: Mapping[str, str] | None = None) -> list[ComparisonRow]:
     """Every finished searched shape against every baseline, then every baseline against the ones before it,
     with every verdict called on its p-value adjusted over all of these comparisons (`correction`).
 
     Shapes come in ranking order. A baseline that did not finish yields a row with a note instead of a
     comparison, as does a pair without the same seeds. A pair with a group of `input_warnings` keeps its
-    numbers but gets no verdict. `resolution`: the metric's rounding step (None: inferred from the values).
+    numbers but gets no verdict. `resolution`: the metric's rounding step (None: inferred from the values);
+    `warnings`: `input_warnings` of these groups when the caller has them already (None: computed here).
     """
     ranked, _ = rank_groups(groups)
     baselines = [g for g in groups if g.is_baseline]
     shapes = [r.group for r in ranked if not r.group.is_baseline]
     pairs = [(s, b) for s in shapes for b in baselines]
     pairs += [(b, a) for i, a in enumerate(baselines) for b in baselines[i + 1:] if b.status == FINISHED]
-    suspect = input_warnings(groups, total_steps, metric)
+    suspect = input_warnings(groups, total_steps, metric) if warnings is None else warnings
     if resolution is None:
         resolution = metric_resolution(groups, metric)
     rows = []
