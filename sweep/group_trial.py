@@ -9,11 +9,18 @@ Reports travel from each run's Train controller to this trial through one `ray.u
 controller calls `after_report` before its run can end, so once a seed's `fit()` has returned, everything it
 reported is already in the queue. The trial reports a group result to Tune for every step all seeds reached
 (`GroupAggregator`) and the final one only after every `fit()` returned and the queue is empty: the final
-report cannot race (see ray-mlflow-facts.md, "A trial hung for good once").
+report cannot race the seeds' last reports (a final report sent while seeds were still reporting once left a
+trial hung for good).
+
+After a restore, each seed run first says again every report saved in its checkpoint
+(`trainable.report_history`), so group results that were never formed before the kill are formed now. Those
+Tune already has are not sent again: after every result the trial records its step in
+`<train storage>/<trial id>-group.json` (`emitted_step`), and a restarted trial starts its aggregator there.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 from typing import Any
@@ -26,6 +33,7 @@ from ray.train.v2.api.callback import UserCallback
 from ray.tune import Callback
 from ray.util.queue import Empty, Queue
 
+from sweep import storage
 from sweep.group_results import GroupAggregator, train_run_name
 from sweep.rung_metrics import COOLDOWN, RungScorer
 from trainable.ray_trainable import StopSignal, train_worker
@@ -142,6 +150,24 @@ def build_seed_trainer(
     )
 
 
+def emitted_path(config: dict[str, Any], trial_id: str) -> str:
+    """Where a group trial records the step of the last result it sent to Tune (next to its seed runs)."""
+    return storage.join(config["train_storage"], f"{trial_id}-group.json")
+
+
+def emitted_step(config: dict[str, Any], trial_id: str) -> int:
+    """The step of the last result this group sent to Tune before a restart (-1: none)."""
+    text = storage.read_text(emitted_path(config, trial_id))
+    return int(json.loads(text)["step"]) if text else -1
+
+
+def _report(result: dict[str, Any], config: dict[str, Any], trial_id: str) -> None:
+    tune.report(result)
+    # After the report, not before: a kill in between sends this step once more after the restore (the
+    # consumers skip steps they have), where the other order could lose it.
+    storage.write_text(emitted_path(config, trial_id), json.dumps({"step": int(result["step"])}))
+
+
 def group_trial(config: dict[str, Any]) -> None:
     """Tune function trainable: run the group's seeds and report group results (see module docstring).
 
@@ -158,6 +184,8 @@ def group_trial(config: dict[str, Any]) -> None:
     runs = [_SeedRun(s, build_seed_trainer(config, trial_id, s, queue, stop)) for s in seeds]
     agg = GroupAggregator(seeds, {s: train_run_name(trial_id, s) for s in seeds}, config.get("divergence_penalty"),
                           RungScorer.from_trial_config(config))
+    # Restarted: results up to here reached Tune already; the seeds' replayed reports complete the rest.
+    agg.last_emitted = emitted_step(config, trial_id)
     for run in runs:
         run.start()
 
@@ -175,7 +203,7 @@ def group_trial(config: dict[str, Any]) -> None:
                 break
             continue
         for result in agg.add(seed, metrics):
-            tune.report(result)
+            _report(result, config, trial_id)
         if agg.diverged:
             # One diverged seed fails the group; the other seeds' runs end with this trial's actor.
             tune.report(agg.diverged_result())

@@ -1,8 +1,9 @@
 """Checkpoints, resume and stop for external scripts, on real Ray Train runs (2 workers, gloo) without Tune.
 
 * A script that checkpoints through the hook and crashes is restarted by Ray Train (max_failures=1) and gets
-  its latest reported checkpoint back from `hook.resume_checkpoint()`; it continues from there.
-* The same run started again after it finished repeats its final report without launching the script.
+  its latest reported checkpoint back from `hook.resume_checkpoint()`; it continues from there, after saying
+  again every report up to that checkpoint (the run's report history, which its checkpoints carry).
+* The same run started again after it finished says its reports again without launching the script.
 * A set StopSignal ends the run with RunStopped and kills the script's whole process group.
 """
 
@@ -53,11 +54,20 @@ import json, os, sys, threading, time
 from pathlib import Path
 import ray, ray.train
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 from sweep.tuner import init_ray
 from trainable.ray_trainable import StopSignal, train_worker
 
 tmp, script = Path(sys.argv[1]), sys.argv[2]
 init_ray()
+
+class RecordSteps(UserCallback):
+    """In the run's controller: every reported step, appended to a file (what a group trial would hear)."""
+    def __init__(self, path):
+        self.path = path
+    def after_report(self, run_context, metrics, checkpoint):
+        with open(self.path, "a") as f:
+            f.write(f"{metrics[0]['step']}\n")
 
 def fit(name, case, stop=None, max_failures=0):
     config = {"backend": "script", "schedule": {"preset": "constant"}, "seed": 0, "scratch_dir": str(tmp / "scratch"),
@@ -66,7 +76,8 @@ def fit(name, case, stop=None, max_failures=0):
     trainer = TorchTrainer(train_worker, train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(name=name, storage_path=str(tmp / "train"),
-                                       failure_config=ray.train.FailureConfig(max_failures=max_failures)))
+                                       failure_config=ray.train.FailureConfig(max_failures=max_failures),
+                                       callbacks=[RecordSteps(str(tmp / f"steps-{case}"))]))
     try:
         result = trainer.fit()
         return {"metrics": result.metrics, "error": None}
@@ -121,9 +132,14 @@ def test_resume_from_hook_checkpoint_repeat_final_and_stop(tmp_path: Path) -> No
     assert ckpts[-1] == "step_00000012"
     assert (tmp_path / "train" / "resume" / ckpts[-1] / "state.txt").read_text() == "12"
 
+    # What the run reported, in order: steps 4 and 8, the crash, then steps 4 and 8 again (the history in the
+    # step-8 checkpoint, said again so a group that had not yet formed them still can), then step 12.
+    assert (tmp_path / "steps-resume").read_text().split() == ["4", "8", "4", "8", "12"]
+
     again = out["again"]
     assert again["error"] is None, again  # the script (which would exit 5) was not launched again
     assert again["metrics"]["step"] == 12 and again["metrics"]["status"] == "finished"
+    assert (tmp_path / "steps-explode").read_text().split() == ["4", "8", "12"]  # the whole history, again
 
     stopped = out["stop"]
     assert stopped["error"] is not None and "RunStopped" in stopped["error"], stopped

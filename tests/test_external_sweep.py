@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from search_spaces import schedule_from_dict
 from sweep.mlflow_tracking import GROUP_METRICS, SEED_METRICS, TAG_GROUP, schedule_params
+from trainable.report_history import HISTORY_FILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_mlflow_layout import check_sweep_layout  # noqa: E402
@@ -90,8 +91,10 @@ def test_example_script_sweep_looks_like_the_built_in_trainers(tmp_path: Path) -
         for seed in (0, 1):
             ckpts = sorted((sweep_dir / "train" / f"{t['id']}-seed{seed}").glob("step_*"))
             assert ckpts, (t["id"], seed)
-            saved = json.loads((ckpts[-1] / "schedsweep_report.json").read_text())
-            assert (ckpts[-1] / "ckpt.pt").exists() and int(ckpts[-1].name.split("_")[1]) == saved["step"]
+            saved = json.loads((ckpts[-1] / HISTORY_FILE).read_text())  # every report up to this checkpoint
+            assert (ckpts[-1] / "ckpt.pt").exists() and int(ckpts[-1].name.split("_")[1]) == saved[-1]["step"]
+            steps = [r["step"] for r in saved]  # every eval (each 4 steps) from the first one on
+            assert steps == list(range(steps[0], steps[-1] + 1, 4)) and steps[0] <= 4, steps
     seeds = [0, 1]
     assert {t["results"][-1]["status"] for t in trials} <= {"finished", "running"}
     assert trials[0]["results"][-1]["status"] == "finished"  # the baseline runs first and is never stopped

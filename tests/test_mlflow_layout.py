@@ -20,10 +20,11 @@ RUN_STATUS = {"finished": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", 
 
 
 def check_sweep_layout(tracking_uri: str, experiment: str, sweep_name: str, seeds: Iterable[int],
-                       groups: Iterable[str] | None = None) -> dict[str, list]:
+                       groups: Iterable[str] | None = None, eval_every: int | None = None) -> dict[str, list]:
     """Assert the layout of the latest sweep named `sweep_name`; return its runs by kind.
 
-    `groups`: the expected group (Tune trial) ids, when the caller knows them.
+    `groups`: the expected group (Tune trial) ids, when the caller knows them. `eval_every`: the eval
+    interval, when every eval step (a multiple of it, from the first on) must be in every seed run, none lost.
     """
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -60,6 +61,8 @@ def check_sweep_layout(tracking_uri: str, experiment: str, sweep_name: str, seed
             steps = [m.step for m in client.get_metric_history(srun.info.run_id, "val_loss")]
             assert steps, f"no val_loss in {gid} seed {srun.data.tags[TAG_SEED]}"
             assert steps == sorted(set(steps)) and steps[0] > 0, f"steps logged twice or restarted: {steps}"
+            if eval_every is not None:
+                assert steps == list(range(eval_every, steps[-1] + 1, eval_every)), f"steps lost: {steps}"
             if state != "diverged":
                 assert srun.info.status == group.info.status, (gid, srun.info.status, group.info.status)
             finals.append(srun.data.metrics["val_loss"])

@@ -63,6 +63,36 @@ def test_steps_a_resumed_seed_skipped_are_dropped_and_steps_stay_increasing() ->
     assert agg.add(0, rep(4, 9.0)) == []  # an old step reported again never goes out twice
 
 
+def test_a_restarted_group_forms_the_results_lost_in_a_kill_from_its_seeds_replayed_history(tmp_path: Path) -> None:
+    # What the issue measured on a script sweep: seed 0 ran ahead to its step-100 checkpoint while the group
+    # had sent only steps 0 and 25 (seed 1 was slower); then the driver died. After the restore each seed says
+    # its saved reports again (trainable.report_history), and the group trial starts from the last step Tune
+    # got (`emitted_step`): steps 50 and 75 are formed now, steps 0 and 25 are not sent twice.
+    from sweep.group_trial import _report, emitted_step
+
+    config = {"train_storage": str(tmp_path / "train")}
+    assert emitted_step(config, "t") == -1  # never reported: a fresh group
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "t-group.json").write_text(json.dumps({"step": 25}))
+    agg = GroupAggregator([0, 1], {})
+    agg.last_emitted = emitted_step(config, "t")
+    assert agg.last_emitted == 25
+    out = []
+    for step in (0, 25, 50, 75, 100):  # seed 0's checkpoint history, said again
+        out += agg.add(0, rep(step, 5.0 - step / 100))
+    for step in (0, 25):  # seed 1's, then it trains on from its step-25 checkpoint
+        out += agg.add(1, rep(step, 5.1 - step / 100))
+    assert out == []
+    for step in (50, 75, 100, 125):
+        out += agg.add(1, rep(step, 5.1 - step / 100))
+    out += agg.add(0, rep(125, 3.75))
+    assert [r["step"] for r in out] == [50, 75, 100, 125]
+    assert out[0]["val_loss"] == pytest.approx(4.55)
+    with pytest.warns(UserWarning, match="report"):  # outside a Tune session tune.report only warns
+        _report(out[-1], config, "t")
+    assert emitted_step(config, "t") == 125  # recorded once sent: a restart after this starts there
+
+
 def test_a_diverged_seed_fails_the_group_with_the_penalty() -> None:
     agg = GroupAggregator([0, 1], {}, penalty=10.0)
     agg.add(0, rep(4, 3.0))

@@ -18,7 +18,8 @@ from sweep.config import ResourcesSection, SweepConfig, load_sweep_config
 from sweep.group_trial import seed_trainer_config, train_run_name
 from sweep.tuner import concurrency, group_resources, sweep_exists, trial_fixed_config
 from trainable.config import TrainConfig
-from trainable.ray_trainable import REPORT_FILE, RayReportHooks
+from trainable.ray_trainable import RayReportHooks
+from trainable.report_history import HISTORY_FILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sweep_run_helpers import tiny_sweep  # noqa: E402
@@ -63,9 +64,14 @@ def test_each_rank_uploads_only_its_own_checkpoint_files(tmp_path: Path) -> None
     ckpt.mkdir(parents=True)
     for name in ("model.pt", "optimizer.pt", "meta.json", "rank0.pt", "rank1.pt"):
         (ckpt / name).write_text(name)
-    up0 = RayReportHooks(0, tmp_path)._stage(ckpt, {"step": 8, "val_loss": 1.5})
+    hooks0 = RayReportHooks(0, tmp_path)
+    hooks0.history.add({"step": 4, "val_loss": 2.5})
+    hooks0.history.add({"step": 8, "val_loss": 1.5})
+    up0 = hooks0._stage(ckpt, {"step": 8, "val_loss": 1.5})
     up1 = RayReportHooks(1, tmp_path)._stage(ckpt, {"step": 8})
-    assert sorted(p.name for p in up0.iterdir()) == ["meta.json", "model.pt", "optimizer.pt", "rank0.pt", REPORT_FILE]
+    assert sorted(p.name for p in up0.iterdir()) == sorted(["meta.json", "model.pt", "optimizer.pt", "rank0.pt",
+                                                            HISTORY_FILE])
     assert sorted(p.name for p in up1.iterdir()) == ["rank1.pt"]
-    assert json.loads((up0 / REPORT_FILE).read_text())["val_loss"] == 1.5
+    # Rank 0's upload carries the run's whole report history (replayed after a restart).
+    assert [r["step"] for r in json.loads((up0 / HISTORY_FILE).read_text())] == [4, 8]
     assert (up1 / "rank1.pt").read_text() == "rank1.pt"

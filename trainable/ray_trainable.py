@@ -14,13 +14,13 @@ Stopping: when the run's owner sets its `StopSignal` (or dies), every rank raise
 report, so a stopped run ends within one eval interval instead of training on until its owner's process is
 reaped.
 
-Rank 0 also writes `report.json` (the report's metrics) into its upload, so a run that is restarted after
-it had already finished can repeat its final report instead of reporting nothing.
+Rank 0 also writes the run's report history (`trainable.report_history`) into its upload: a restarted run
+says every report up to its checkpoint again before training on, so no report is lost to a restart (one
+made after it had already finished only says them again).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -30,9 +30,9 @@ from typing import Any
 import ray.train
 
 from trainable.config import TrainConfig
+from trainable.report_history import ReportHistory
 from trainable.reporting import Report
 
-REPORT_FILE = "report.json"
 _STOP_CHECK_TIMEOUT_S = 60.0
 
 
@@ -83,6 +83,7 @@ class RayReportHooks:
         self.scratch = scratch
         self.stop_signal = stop_signal
         self.reported = 0
+        self.history = ReportHistory()  # every report so far, restored ones included (written by rank 0)
 
     def _check_stop(self) -> None:
         """Raise `RunStopped` when the stop signal is set or its owner is gone (the run is orphaned)."""
@@ -94,6 +95,7 @@ class RayReportHooks:
         self._check_stop()
         metrics = dict(report.metrics)
         metrics["final"] = bool(report.final)
+        self.history.add(metrics)
         upload: Path | None = None
         if report.checkpoint_dir is not None:
             upload = self._stage(Path(report.checkpoint_dir), metrics)
@@ -117,7 +119,7 @@ class RayReportHooks:
         for name in names:
             _link_or_copy(ckpt / name, upload / name)
         if self.rank == 0:
-            (upload / REPORT_FILE).write_text(json.dumps(metrics))
+            self.history.write(upload)
         return upload
 
 
@@ -158,12 +160,20 @@ def train_worker(config: dict[str, Any]) -> None:
         train(cfg, hooks)
         return
     with checkpoint.as_directory() as resume_dir:
+        # Every report up to the checkpoint, again: the group may not have turned them into results yet.
+        hooks.history = ReportHistory.read(Path(resume_dir))
+        if rank == 0 and hooks.history.last is not None:
+            print(f"seed run {ctx.get_experiment_name()} resumed from its checkpoint at step "
+                  f"{hooks.history.last['step']}; its {len(hooks.history.rows)} reports up to there are said again",
+                  flush=True)
+        hooks.history.replay(ray.train.report)
+        if hooks.history.finished:
+            return  # restarted after its final report: saying it again was all there was to do
         result = train(cfg, hooks, resume_from=resume_dir)
-        if hooks.reported == 0:
-            # Restarted after the run had already reached its horizon: repeat its last report so the group
-            # trial hears this seed's final values again.
-            saved = Path(resume_dir) / REPORT_FILE
-            metrics = json.loads(saved.read_text()) if saved.exists() else dict(result.final_metrics)
+        if hooks.reported == 0 and not hooks.history.rows:
+            # Restarted from a checkpoint with no saved report after the run had reached its horizon: report
+            # its final values so the group trial hears this seed.
+            metrics = dict(result.final_metrics)
             metrics.setdefault("status", result.status)
             metrics["final"] = True
             ray.train.report(metrics)

@@ -18,8 +18,10 @@ as diverged); a stop request terminates the scripts and raises `RunStopped`; a n
 before the horizon or without any report, and `timeout_s` without output or report on any rank each
 terminate the scripts and raise `ScriptError` naming the script, the rank and the last output lines.
 
-Resume: the run's latest checkpoint (what the script reported, plus `schedsweep_report.json`) is handed to
-the script as `SCHEDSWEEP_RESUME_DIR`; a run restored after its final report repeats that report instead.
+Resume: every rank first says again the reports saved in the run's latest checkpoint (the run's report
+history, `trainable.report_history`, which rank 0 adds to every checkpoint), then the checkpoint (what the
+script reported) is handed to the script as `SCHEDSWEEP_RESUME_DIR`; a run restored after its final report
+only says its reports again.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from trainable.external import channel
 from trainable.external.metrics_parser import MetricsLineParser
 from trainable.external.process import ScriptProcess
 from trainable.ray_trainable import RunStopped, stop_requested
+from trainable.report_history import ReportHistory
 
-REPORT_FILE = "schedsweep_report.json"
 _POLL_S = 0.5
 _DONE_GRACE_S = 30.0  # after the final report, how long a script may take to exit on its own
 _TAIL_IN_ERROR = 20
@@ -206,13 +208,14 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
     horizon = int(spec["horizon_steps"])
     group = _object_group(world)
 
-    resumed = None
-    if resume_dir is not None and (resume_dir / REPORT_FILE).exists():
-        resumed = json.loads((resume_dir / REPORT_FILE).read_text())
-        if resumed.get("final"):
-            # Restored after its last report: say it again so the group hears this seed's final values.
-            ray.train.report(resumed)
-            return
+    history = ReportHistory()
+    if resume_dir is not None:
+        # Every report up to the checkpoint, again (on every rank: a report is collective); the group may not
+        # have turned them into results yet.
+        history = ReportHistory.read(resume_dir)
+        history.replay(ray.train.report)
+        if history.finished:
+            return  # restored after its last report: saying it again was all there was to do
 
     run_dir = Path(config.get("scratch_dir") or Path(tempfile.gettempdir()) / "schedsweep-scratch") / ctx.get_experiment_name()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -262,14 +265,14 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
     proc = ScriptProcess(argv, env, str(Path(spec["path"]).parent), run_dir / f"rank{rank}.log", on_stdout)
     try:
         _watch(proc, spec, rank, world, group, horizon, config.get("stop_signal"), reader, printed,
-               _Relay(horizon, resumed) if rank == 0 else None, stop_file)
+               _Relay(horizon, history.last) if rank == 0 else None, stop_file, history)
     finally:
         proc.terminate()
 
 
 def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, group: Any, horizon: int,
            stop_signal: Any, reader: channel.ReportReader | None, printed: "queue.Queue[dict[str, Any]]",
-           relay: _Relay | None, stop_file: Path) -> None:
+           relay: _Relay | None, stop_file: Path, history: ReportHistory) -> None:
     reported, received, last_step, done_status = 0, 0, None, None
     while True:
         code = proc.exit_code()  # before draining: once it has ended, every report is already there
@@ -289,7 +292,8 @@ def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, gro
         for metrics, ckpt in states[0]["reports"]:
             if done_status is not None:
                 break  # nothing after the last report reaches the sweep
-            _report(metrics, ckpt if rank == 0 else None)
+            history.add(metrics)
+            _report(metrics, ckpt if rank == 0 else None, history)
             reported, last_step = reported + 1, metrics["step"]
             if metrics["final"]:
                 done_status = metrics["status"]
@@ -307,13 +311,14 @@ def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, gro
         time.sleep(_POLL_S)
 
 
-def _report(metrics: dict[str, Any], staged: str | None) -> None:
-    """One `ray.train.report`; rank 0 adds the checkpoint the script reported (then drops its staged copy)."""
+def _report(metrics: dict[str, Any], staged: str | None, history: ReportHistory) -> None:
+    """One `ray.train.report`; rank 0 adds the checkpoint the script reported, with the report history in it
+    (then drops its staged copy)."""
     if staged is None:
         ray.train.report(metrics)
         return
     folder = Path(staged)
-    (folder / REPORT_FILE).write_text(json.dumps(metrics))
+    history.write(folder)
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
                      checkpoint_dir_name=f"step_{int(metrics['step']):08d}")
     shutil.rmtree(folder, ignore_errors=True)
