@@ -11,6 +11,12 @@ the mean cooldown-probe loss or the mean predicted final loss over seeds), so a 
 one. A NaN `rung_loss` (the metric could not be computed) lets the group pass that rung and stays out of the
 rung's cutoff (Ray takes the percentile with `np.nanpercentile`); the JSON state keeps it as `NaN`.
 
+Its decisions persist too: the ids of the groups it stopped are saved with the rungs, at the moment it
+decides, before Tune stops the trial and tells the searcher (which tells Optuna PRUNED). A driver that dies
+or is stopped (Ctrl-C) after that decision but before Tune's next experiment checkpoint leaves a trial that
+Tune restores as still running; its first result after the restore is answered STOP again, so the group
+ends pruned, as Optuna already holds it, instead of running on to a finish Optuna never hears of.
+
 Baselines are never stopped. Every verdict of the report compares a shape with a baseline, so a pruned
 baseline would leave the whole report with nothing to compare against. A baseline's results still enter
 every rung it reaches (ASHA records them before deciding), so they keep counting for the cut-offs of the
@@ -42,6 +48,7 @@ class PersistentASHA(AsyncHyperBandScheduler):
         super().__init__(brackets=1, **kwargs)
         self._state_path = state_path
         self._loaded = False
+        self._stopped: set[str] = set()  # trial ids ASHA stopped: a restored one is stopped again
 
     # -----------------------------------------------------------------------------------------------------
     def rungs(self) -> list[tuple[float, dict[str, float]]]:
@@ -60,12 +67,14 @@ class PersistentASHA(AsyncHyperBandScheduler):
         for milestone, recorded in self._brackets[0]._rungs:
             recorded.update(saved.get(float(milestone), {}))
         self._num_stopped = int(state.get("num_stopped", 0))
+        self._stopped = set(state.get("stopped", []))
         logger.info("ASHA rung state restored from %s", self._state_path)
 
     def _save(self) -> None:
         state = {
             "rungs": [[m, rec] for m, rec in self.rungs()],
             "num_stopped": self._num_stopped,
+            "stopped": sorted(getattr(self, "_stopped", set())),
         }
         storage.write_text(self._state_path, json.dumps(state))
 
@@ -78,6 +87,11 @@ class PersistentASHA(AsyncHyperBandScheduler):
         self._ensure_loaded()
         # A trial restored mid-sweep may report before Tune re-adds it to the scheduler.
         self._trial_info.setdefault(trial.trial_id, self._brackets[0])
+        if not hasattr(self, "_stopped"):
+            self._stopped = set()  # a scheduler pickled before this field
+        if trial.trial_id in self._stopped:
+            logger.warning("group %s was stopped by ASHA before the restore: stopped again", trial.trial_id)
+            return self.STOP
         action = super().on_trial_result(tune_controller, trial, result)
         if action == self.STOP and is_baseline(trial):
             # Recorded in the rung already (ASHA records before it decides); the baseline itself runs on.
@@ -85,6 +99,8 @@ class PersistentASHA(AsyncHyperBandScheduler):
             action = self.CONTINUE
             logger.info("baseline %s kept running past the rung at step %s where ASHA would stop it",
                         trial.config.get("baseline"), result.get(self._time_attr))
+        if action == self.STOP:
+            self._stopped.add(trial.trial_id)
         self._save()
         return action
 

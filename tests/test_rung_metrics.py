@@ -115,6 +115,31 @@ def test_asha_never_stops_a_baseline_but_counts_its_results_at_every_rung(tmp_pa
     assert rung8["base"] == -8.0
 
 
+def test_a_group_asha_stopped_is_stopped_again_when_a_restore_brings_it_back(tmp_path: Path) -> None:
+    # A driver stopped (Ctrl-C) or killed after ASHA's STOP (which made the searcher tell Optuna PRUNED) but
+    # before Tune's next experiment checkpoint: Tune restores the group as running. A fresh scheduler (what
+    # Tuner.restore brings back) must stop it at its first result, not let it run to a finish.
+    def fresh() -> PersistentASHA:
+        return PersistentASHA(state_path=str(tmp_path / "asha.json"), time_attr="step", metric=RUNG_KEY,
+                              mode="min", max_t=100, grace_period=4, reduction_factor=2)
+
+    asha = fresh()
+    trials = {tid: _Trial(tid, {"baseline": None}) for tid in ("good", "bad")}
+    for t in trials.values():
+        asha.on_trial_add(None, t)
+    assert asha.on_trial_result(None, trials["good"], {"step": 4, RUNG_KEY: 2.0}) == "CONTINUE"
+    assert asha.on_trial_result(None, trials["bad"], {"step": 4, RUNG_KEY: 3.0}) == "STOP"
+    assert json.loads((tmp_path / "asha.json").read_text())["stopped"] == ["bad"]
+
+    restored = fresh()
+    for t in trials.values():
+        restored.on_trial_add(None, t)
+    # Its result after the restore is past the rung it was recorded at: stock ASHA would let it go on.
+    assert restored.on_trial_result(None, trials["bad"], {"step": 5, RUNG_KEY: 2.9}) == "STOP"
+    assert restored.on_trial_result(None, trials["good"], {"step": 5, RUNG_KEY: 1.9}) == "CONTINUE"
+    assert restored._num_stopped == 1  # the same decision, not a second one
+
+
 # ---------------------------------------------------------------------------------------------------------
 def test_simulator_probe_plan_and_accounting_follow_the_trainer_conventions() -> None:
     cfg = SimulatorConfig(total_steps=2000, eval_interval=300)
