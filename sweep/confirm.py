@@ -230,6 +230,7 @@ def group_key(config: Mapping[str, Any]) -> str:
 def _stage_callbacks(stage: SweepConfig, parent: SweepConfig, parent_run_id: str | None, label: str) -> list:
     from sweep.mlflow_tracking import MLflowSweepCallback
     from sweep.progress import SweepProgress
+    from sweep.tuner import PENDING_MLFLOW_FILE
 
     # The same callbacks as a sweep's (sweep.tuner._callbacks), the MLflow one nested under the parent run.
     stopper: list = []
@@ -244,6 +245,7 @@ def _stage_callbacks(stage: SweepConfig, parent: SweepConfig, parent_run_id: str
             tracking_uri=stage.tracking_uri, experiment_name=stage.experiment, sweep_name=stage.name,
             sweep_config=stage.to_dict(), total_steps=stage.max_step(), seeds=list(stage.seeds),
             search_space=STAGE, parent_run_id=parent_run_id, stage=f"{STAGE}-{label}", parent_sweep=parent.name,
+            pending_path=storage.join(stage.sweep_dir, PENDING_MLFLOW_FILE),
         ),
     ]
 

@@ -32,6 +32,7 @@ import os
 import tempfile
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -40,6 +41,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from sweep.mlflow_pending import HeldBackWrites, TrialView, Write
 from sweep.mlflow_params import (MAX_PARAM_CHARS, flatten, git_commit, loggable_params, package_versions,
                                   redact_config, redact_uri)
 from sweep.progress import (DIVERGED, ERROR, FINISHED, PRUNED, RUNNING, GroupOutcome, group_label, leaderboard,
@@ -114,13 +116,15 @@ class MLflowSweepCallback(Callback):
         parent_run_id, stage, parent_sweep: for a stage of another sweep (the confirmation stage): the
             stage's sweep run is nested under that sweep's run `parent_run_id` and tagged with `stage` and
             `parent_sweep`. Unset for a plain sweep.
+        pending_path: where writes held back during an outage of the tracking server are kept, so that a
+            driver killed meanwhile leaves them to the next start (`sweep.mlflow_pending`); None: memory only.
     """
 
     def __init__(self, tracking_uri: str, experiment_name: str, sweep_name: str, sweep_config: Mapping[str, Any],
                  total_steps: int | None = None, seeds: Sequence[int] | None = None,
                  search_space: str | None = None, artifact_location: str | None = None, strict: bool = False,
                  sweep_id: str | None = None, parent_run_id: str | None = None, stage: str | None = None,
-                 parent_sweep: str | None = None):
+                 parent_sweep: str | None = None, pending_path: str | None = None):
         self.parent_run_id = parent_run_id
         self.stage = stage
         self.parent_sweep = parent_sweep
@@ -134,6 +138,7 @@ class MLflowSweepCallback(Callback):
         self.search_space = search_space
         self.artifact_location = artifact_location
         self.strict = strict
+        self.pending_path = pending_path
         self._reset()
 
     def _reset(self) -> None:
@@ -145,15 +150,15 @@ class MLflowSweepCallback(Callback):
         self._last_step: dict[str, int] = {}
         self._group_schedules: dict[str, Mapping[str, Any]] = {}
         self._orphans_checked = False
-        # Writes held back while the tracking server does not answer, oldest first: (what, fn, args).
-        self._pending: list[tuple[str, Any, tuple]] = []
-        self._outage = False  # writes are being held back because the store did not answer
+        # Every write, in order; held back (and saved in `pending_path`) while the store does not answer.
+        self._writes = HeldBackWrites(self._apply, lambda: self._reachable(), getattr(self, "pending_path", None),
+                                      self.strict)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles callbacks with the Tuner; clients and caches are rebuilt in setup().
         state = self.__dict__.copy()
         for key in ("_client", "_runs", "_last_step", "_group_schedules", "experiment_id", "sweep_run_id",
-                    "_pending", "_outage"):
+                    "_writes"):
             state.pop(key, None)
         return state
 
@@ -175,40 +180,27 @@ class MLflowSweepCallback(Callback):
                 raise
             logger.warning("MLflow logging failed while %s; the sweep goes on", what, exc_info=True)
 
-    def _in_order(self, what: str, fn, *args: Any) -> None:
-        """Run a write after every write held back before it; hold it (and all after it) back when MLflow
-        fails, so an outage of the tracking server loses nothing and keeps each run's steps in order.
+    def _in_order(self, what: str, op: str, **args: Any) -> None:
+        """Make a write after every write held back before it, or hold it back too (`sweep.mlflow_pending`):
+        an outage of the tracking server, even one the driver dies in, loses nothing and keeps each run's
+        steps in order."""
+        self._writes.submit(Write(what, op, args))
 
-        Each write is safe to run again after a partial failure: runs are looked up before they are made,
-        and a metric step that a run already has is skipped (`_log_metrics`)."""
-        self._pending.append((what, fn, args))
-        self._flush()
-
-    def _flush(self) -> bool:
-        """Run the held-back writes, oldest first, until one fails; True when none is left."""
-        while self._pending:
-            what, fn, args = self._pending[0]
-            try:
-                fn(*args)
-            except Exception:
-                if self.strict:
-                    self._pending.clear()
-                    raise
-                if self._reachable():
-                    # The store answers, so this write itself is at fault: skip it rather than hold back all.
-                    logger.warning("MLflow logging failed while %s; the sweep goes on", what, exc_info=True)
-                    self._pending.pop(0)
-                    continue
-                if not self._outage:  # say it once per outage
-                    self._outage = True
-                    logger.warning("MLflow is unreachable (while %s); holding writes back until it answers (the "
-                                   "sweep goes on)", what, exc_info=True)
-                return False
-            self._pending.pop(0)
-        if self._outage:
-            self._outage = False
-            logger.warning("MLflow answers again: every held-back write is done")
-        return True
+    def _apply(self, write: Write) -> None:
+        """Make one write (`Write.op`), from the JSON-able arguments `_in_order` was given."""
+        args = write.args
+        if write.op == "sweep_end":
+            self._end_sweep([TrialView(**t) for t in args["trials"]])
+            return
+        trial = TrialView(**args["trial"])
+        if write.op == "group":
+            self._ensure_group(trial)
+        elif write.op == "result":
+            self._log_result(trial, args["result"])
+        elif write.op == "group_end":
+            self._end_group(trial, bool(args["errored"]))
+        else:
+            raise ValueError(f"unknown MLflow write {write.op!r}")
 
     def _reachable(self) -> bool:
         """Whether the tracking store answers a cheap read."""
@@ -232,6 +224,9 @@ class MLflowSweepCallback(Callback):
             os.environ.setdefault(name, value)
         self._reset()
         self._guard("setting up the sweep run", self._setup)
+        # Writes an earlier start held back and never made (it died while the store did not answer): first.
+        if self._writes.load():
+            self._writes.flush()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if not self._orphans_checked:
@@ -239,27 +234,28 @@ class MLflowSweepCallback(Callback):
             self._guard("removing runs of lost groups", self._delete_lost_runs, trials)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._in_order(f"starting {trial.trial_id}", self._ensure_group, trial)
+        self._in_order(f"starting {trial.trial_id}", "group", trial=_view(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._in_order(f"logging a result of {trial.trial_id}", self._log_result, trial, dict(result))
+        self._in_order(f"logging a result of {trial.trial_id}", "result", trial=_view(trial), result=dict(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._in_order(f"ending {trial.trial_id}", self._end_group, trial, False)
+        self._in_order(f"ending {trial.trial_id}", "group_end", trial=_view(trial), errored=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._in_order(f"ending {trial.trial_id}", self._end_group, trial, True)
+        self._in_order(f"ending {trial.trial_id}", "group_end", trial=_view(trial), errored=True)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._in_order("ending the sweep run", self._end_sweep, trials)
+        self._in_order("ending the sweep run", "sweep_end", trials=[_view(t) for t in trials])
         # Writes still held back: give the tracking server a while to come back before the driver ends.
         deadline = time.monotonic() + float(os.environ.get("SCHEDSWEEP_MLFLOW_FLUSH_S", "300"))
-        while self._pending and time.monotonic() < deadline:
+        while self._writes and time.monotonic() < deadline:
             time.sleep(5.0)
-            self._flush()
-        if self._pending:
-            logger.error("MLflow did not answer: %d writes were not made (the sweep's own results are in its Tune "
-                         "folder)", len(self._pending))
+            self._writes.flush()
+        if self._writes:
+            where = f"; they are kept in {self.pending_path} and made by `sweep resume`" if self.pending_path else ""
+            logger.error("MLflow did not answer: %d writes were not made%s (the sweep's own results are in its Tune "
+                         "folder)", len(self._writes), where)
 
     # ---- sweep run ------------------------------------------------------------------------------
 
@@ -468,6 +464,11 @@ class MLflowSweepCallback(Callback):
             path = Path(tmp) / "schedule.png"
             plot_schedules({f"{group} ({outcome.label})": schedule}, total, path)
             self.client.log_artifact(run_id, str(path))
+
+
+def _view(trial: Any) -> dict[str, Any]:
+    """A Tune trial as a held-back write keeps it (`TrialView`, as a dict)."""
+    return asdict(TrialView.of(trial))
 
 
 def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:

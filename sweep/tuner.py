@@ -4,7 +4,8 @@
 
     <storage>/<name>/
         sweep.yaml               the validated sweep config (what `sweep resume NAME` reads back)
-        asha_state.json          ASHA's rungs (stock Ray does not restore them)
+        asha_state.json          ASHA's rungs and stop decisions (stock Ray does not restore them)
+        mlflow_pending.json      MLflow writes held back while the tracking server did not answer
         train/<trial>-seed<k>/   each seed run's Ray Train run and checkpoints
         mlflow.db                the default MLflow store
         tune/                    Tune's experiment folder (tuner.pkl, experiment and searcher state, trials)
@@ -33,6 +34,7 @@ from sweep.config import SweepConfig, is_remote
 
 SWEEP_FILE = "sweep.yaml"
 ASHA_FILE = "asha_state.json"
+PENDING_MLFLOW_FILE = "mlflow_pending.json"  # MLflow writes held back during an outage (sweep.mlflow_pending)
 # Tune's own experiment-state file: its presence means a sweep of this name was started here.
 TUNER_FILE = "tuner.pkl"
 TUNE_DIR = "tune"
@@ -77,7 +79,7 @@ def init_ray() -> None:
     """Attach to the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local Ray.
 
     The dashboard stays on: without it, Train workers' placement groups were not freed when Tune ended a
-    trial on this Ray version (see ray-mlflow-facts.md).
+    trial on this Ray version (Ray 2.60, measured).
     """
     import ray
 
@@ -262,6 +264,7 @@ def _callbacks(cfg: SweepConfig, sweep_id: str | None = None) -> list:
                 # the head: keep artifacts in the sweep folder instead (tests/test_shared_storage.py).
                 artifact_location=None if cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
                 else f"{cfg.sweep_dir}/mlartifacts",
+                pending_path=storage.join(cfg.sweep_dir, PENDING_MLFLOW_FILE),
             )
         )
     except ImportError:
@@ -287,7 +290,7 @@ def build_tuner(cfg: SweepConfig, max_concurrent: int, scratch_dir: str | None =
     scheduler = None
     if cfg.scheduler.enabled:
         # max_t above the last step: ASHA stopping a trial exactly at max_t killed the Train controller
-        # mid-shutdown (ray-mlflow-facts.md); finished groups end on their own. ASHA compares `rung_loss`
+        # mid-shutdown (seen on Ray 2.60); finished groups end on their own. ASHA compares `rung_loss`
         # (the configured rung metric, sweep.rung_metrics); Optuna still gets the final mean val_loss.
         scheduler = PersistentASHA(
             state_path=storage.join(cfg.sweep_dir, ASHA_FILE), time_attr="step", metric=RUNG_KEY, mode=MODE,

@@ -6,13 +6,17 @@ Trials are plain objects with the attributes Tune's hooks read (`trial_id`, `con
 
 from __future__ import annotations
 
+import json
 import pickle
+from dataclasses import asdict
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep.mlflow_params import loggable_params, redact_uri
+from sweep.mlflow_pending import HeldBackWrites, TrialView, Write
 from sweep.mlflow_tracking import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP, MLflowSweepCallback, groups_from_mlflow
 
 SCHEDULE = {"warmup_frac": 0.1, "hold_frac": 0.5, "shape": "cosine", "floor": 0.1}
@@ -156,32 +160,79 @@ def test_group_retried_after_an_error_goes_back_to_running_then_finishes(tmp_pat
 def test_writes_are_held_back_in_order_only_while_the_store_does_not_answer(tmp_path, caplog):
     import logging
 
-    cb = MLflowSweepCallback(f"sqlite:///{tmp_path}/m.db", "e", "s", {"name": "s"})
     done: list[str] = []
-    caplog.set_level(logging.INFO, logger="sweep.mlflow_tracking")
-    cb._in_order("a", done.append, "a")
-    assert done == ["a"] and not cb._pending and "MLflow" not in caplog.text  # no outage, nothing said
+    down = {"now": False}
 
-    down = {"now": True}
-
-    def write(name: str) -> None:
+    def apply(w: Write) -> None:
+        if w.op == "broken":
+            raise ValueError("a bad write, the store answers")
         if down["now"]:
             raise ConnectionError("refused")
-        done.append(name)
+        done.append(w.what)
 
-    cb._reachable = lambda: not down["now"]
-    cb._in_order("b", write, "b")
-    cb._in_order("c", done.append, "c")  # would succeed, but must wait behind b to keep the order
-    assert done == ["a"] and [w[0] for w in cb._pending] == ["b", "c"]
+    caplog.set_level(logging.INFO, logger="sweep.mlflow_pending")
+    writes = HeldBackWrites(apply, lambda: not down["now"], path=None)
+    writes.submit(Write("a", "log", {}))
+    assert done == ["a"] and not writes and "MLflow" not in caplog.text  # no outage, nothing said
+
+    down["now"] = True
+    writes.submit(Write("b", "log", {}))
+    writes.submit(Write("c", "log", {}))  # must wait behind b to keep the order
+    assert done == ["a"] and [w.what for w in writes.items] == ["b", "c"]
     assert caplog.text.count("holding writes back") == 1
     down["now"] = False
-    cb._in_order("d", done.append, "d")
-    assert done == ["a", "b", "c", "d"] and not cb._pending
+    writes.submit(Write("d", "log", {}))
+    assert done == ["a", "b", "c", "d"] and not writes
     assert caplog.text.count("MLflow answers again") == 1
 
-    def broken(name: str) -> None:
-        raise ValueError("a bad write, the store answers")
+    writes.submit(Write("e", "broken", {}))  # skipped (logged), never held back: it would block every later write
+    writes.submit(Write("f", "log", {}))
+    assert done[-1] == "f" and not writes and caplog.text.count("MLflow answers again") == 1
 
-    cb._in_order("e", broken, "e")  # skipped (logged), never held back: it would block every later write
-    cb._in_order("f", done.append, "f")
-    assert done[-1] == "f" and not cb._pending and caplog.text.count("MLflow answers again") == 1
+
+def test_writes_held_back_when_the_driver_dies_are_made_by_the_next_start(tmp_path):
+    # A driver killed during an outage: its held-back writes are on disk, and the next start makes them first,
+    # in order, before its own; the file is emptied once they are done.
+    path = str(tmp_path / "mlflow_pending.json")
+    done: list[tuple[str, dict]] = []
+    down = {"now": True}
+
+    def apply(w: Write) -> None:
+        if down["now"]:
+            raise ConnectionError("refused")
+        done.append((w.what, w.args))
+
+    first = HeldBackWrites(apply, lambda: not down["now"], path=path)
+    first.submit(Write("r1", "result", {"trial": {"trial_id": "g1"}, "result": {"step": 250, "val_loss": 3.5}}))
+    first.submit(Write("end", "group_end", {"trial": {"trial_id": "g1"}, "errored": False}))
+    saved = json.loads(Path(path).read_text())
+    assert [w["what"] for w in saved] == ["r1", "end"] and saved[0]["args"]["result"]["val_loss"] == 3.5
+    del first  # the driver dies here: nothing else happens to these writes
+
+    down["now"] = False
+    second = HeldBackWrites(apply, lambda: True, path=path)
+    assert second.load() == 2
+    second.submit(Write("r2", "result", {}))
+    assert [what for what, _ in done] == ["r1", "end", "r2"] and done[0][1]["result"]["step"] == 250
+    assert json.loads(Path(path).read_text()) == [] and HeldBackWrites(apply, lambda: True, path=path).load() == 0
+
+
+def test_the_callback_makes_the_writes_an_earlier_start_held_back(tmp_path):
+    # The callback end to end on a real sqlite store: writes an earlier driver held back (a group's result and
+    # its end) are made at setup, before anything of the new start, with the trial as it was then.
+    uri = f"sqlite:///{tmp_path}/m.db"
+    pending = tmp_path / "mlflow_pending.json"
+    cb = _callback(uri, pending_path=str(pending))
+    t = _trial("g1")
+    cb.on_trial_start(iteration=0, trials=[t], trial=t)
+    last = _result(8, status="finished")
+    done = _trial("g1", status="TERMINATED", last=last)
+    view = asdict(TrialView.of(done))
+    pending.write_text(json.dumps([{"what": "logging", "op": "result", "args": {"trial": view, "result": last}},
+                                   {"what": "ending", "op": "group_end", "args": {"trial": view, "errored": False}}]))
+    again = pickle.loads(pickle.dumps(cb))  # what Tune restores
+    again.setup()
+    runs = _runs(uri)
+    group = next(r for r in runs if r.data.tags[TAG_KIND] == "group")
+    assert group.info.status == "FINISHED" and group.data.tags[TAG_STATUS] == "finished"
+    assert json.loads(pending.read_text()) == []
