@@ -66,6 +66,18 @@ def end_session(pid: int) -> None:
         pass
 
 
+def resumed_seed_runs(env: dict[str, str]) -> dict[str, int]:
+    """Seed run name -> the checkpoint step it resumed from, as its rank 0 printed it, read from the Ray worker
+    logs of every driver started with `env` (`ray_env`; Train V2 does not forward worker prints to the driver)."""
+    out: dict[str, int] = {}
+    for path in Path(env["RAY_TMPDIR"]).glob("ray/session_*/logs/worker-*.out"):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("seed run ") and " resumed from its checkpoint at step " in line:
+                name, rest = line[len("seed run "):].split(" resumed from its checkpoint at step ", 1)
+                out[name] = int(rest.split(";", 1)[0])
+    return out
+
+
 def ray_env(tmp: Path) -> dict[str, str]:
     """Environment for a driver subprocess: its own HOME (no leftover Ray auth token), temp and Ray folders."""
     env = dict(os.environ)

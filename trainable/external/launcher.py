@@ -213,6 +213,9 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
         # Every report up to the checkpoint, again (on every rank: a report is collective); the group may not
         # have turned them into results yet.
         history = ReportHistory.read(resume_dir)
+        if rank == 0 and history.last is not None:
+            print(f"seed run {ctx.get_experiment_name()} resumed from its checkpoint at step {history.last['step']}; "
+                  f"its {len(history.rows)} reports up to there are said again", flush=True)
         history.replay(ray.train.report)
         if history.finished:
             return  # restored after its last report: saying it again was all there was to do
