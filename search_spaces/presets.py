@@ -240,15 +240,15 @@ _SPECS: tuple[PresetSpec, ...] = (
         "seed000_cosine", "seed 000: cosine from 1 to min_lr_frac over iterations, no warmup",
         (Param("iterations", int, None, "I (default T)", lo=1),
          Param("min_lr_frac", float, 0.1, "the final multiplier", lo=0.0, hi=1.0)),
-        _seed000_cosine, "/work/shared/seeds/000 lr_mul"),
+        _seed000_cosine, "seed 000, its lr_mul"),
     PresetSpec(
         "seed003_hold_cosine_poly",
         "seed 003 #1: 2% linear warmup, hold to 70%, cosine to 35% of range by 90%, quadratic tail to lr/20",
-        (_MAX_ITERS, _DECAY_ITERS), _seed003_hold_cosine_poly, "/work/shared/seeds/003 first get_lr"),
+        (_MAX_ITERS, _DECAY_ITERS), _seed003_hold_cosine_poly, "seed 003, its first get_lr"),
     PresetSpec(
         "seed003_sqrt_hold_cosine",
         "seed 003 #2: 3% sqrt warmup, hold to 65%, cosine to min_lr + 10% of range (min_lr = lr/25)",
-        (_MAX_ITERS, _DECAY_ITERS), _seed003_sqrt_hold_cosine, "/work/shared/seeds/003 second get_lr"),
+        (_MAX_ITERS, _DECAY_ITERS), _seed003_sqrt_hold_cosine, "seed 003, its second get_lr"),
     PresetSpec(
         "wsd_sqrt", "warmup-stable-decay with a 1-sqrt cooldown f + (1-f)(1-sqrt(s)) (Hägele et al. 2024)",
         (_WARMUP_FRAC, Param("cooldown_frac", float, 0.2, "cooldown length, fraction of T", lo=0.0, hi=1.0), _FLOOR),
