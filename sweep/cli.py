@@ -12,22 +12,54 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from typing import NoReturn
 
 from search_spaces.errors import ConfigError
 import sweep.commands
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line `sweep: error: FIELD: ...` and exit 2 (argparse prints
+    its usage block first, under another prefix); the usage is for `-h`."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"sweep: error: {_field_first(message)} (see '{self.prog} -h')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _field_first(message: str) -> str:
+    """argparse's message with the argument it is about first, as every other error of the CLI has it."""
+    if message.startswith("argument "):  # "argument --top: invalid int value: 'x'"
+        return message[len("argument "):]
+    if message.startswith("the following arguments are required: "):
+        names = message[len("the following arguments are required: "):]
+        return f"{names}: required"
+    if message.startswith("unrecognized arguments: "):
+        return f"{message[len('unrecognized arguments: '):]}: unrecognized argument"
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sweep",
         description="Find which learning-rate schedule shape wins for GPT pretraining, across seeds.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for info in sorted(pkgutil.iter_modules(sweep.commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"sweep.commands.{info.name}")
         module.register(subparsers)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("schedsweep")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

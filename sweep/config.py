@@ -54,6 +54,7 @@ from sweep.config_sections import (
 )
 from sweep.space_config import InlineSpace, parse_search_space
 from trainable.config import TrainConfig, load_yaml
+from trainable.yaml_input import parse_yaml
 
 __all__ = [
     "BACKENDS", "RUNG_METRICS", "InlineSpace", "MlflowSection", "OptunaSection", "ResourcesSection", "SchedulerSection",
@@ -65,6 +66,15 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 # Keys of the trainer section that the sweep sets itself for every seed run.
 _SWEEP_OWNED_TRAINER_KEYS = ("schedule", "seed", "data_seed")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_sweep_name(name: Any, field: str = "name") -> str:
+    """`name` if it can name a sweep folder, else a ConfigError on `field`: the one rule for every command
+    that takes a sweep name, so none reads or writes outside its storage (no `/`, no leading `.`)."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(field, f"expected 1-100 letters, digits, '_', '-' or '.' (not starting with '.'), got "
+                                 f"{name!r}")
+    return name
 _REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "hdfs://")
 BACKENDS = ("trainer", "simulator", "script")  # exactly one of these top-level sections says what a run is
 
@@ -235,9 +245,7 @@ class SweepConfig:
     def from_dict(cls, d: Any) -> "SweepConfig":
         """Validate a YAML-shaped dict; the first problem found raises `ConfigError` naming its field."""
         d = _keys(d, _TOP_KEYS, "")
-        name = d.get("name")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ConfigError("name", f"expected 1-100 letters, digits, '_', '-' or '.', got {name!r}")
+        name = check_sweep_name(d.get("name"))
         present = [b for b in BACKENDS if d.get(b) is not None]
         if len(present) > 1:
             raise ConfigError(present[1], f"give one of {', '.join(BACKENDS)}, not both {present[0]} and {present[1]}")
@@ -388,3 +396,16 @@ class SweepConfig:
 def load_sweep_config(path: str | Path | None = None) -> SweepConfig:
     """The sweep config at `path`, or the packaged demo config when `path` is None."""
     return SweepConfig.from_yaml(DEMO_CONFIG if path is None else path)
+
+
+def parse_saved_config(text: str | bytes, source: str) -> SweepConfig:
+    """The config saved in a sweep folder (`source`: its sweep.yaml, named in every message), validated. A file
+    that is not a valid sweep config (edited or damaged by hand) is a ConfigError, never a traceback."""
+    data = parse_yaml(text, source, "name")
+    if not isinstance(data, dict):
+        raise ConfigError("name", f"{source} does not hold a sweep config (a mapping), "
+                                  f"but {'nothing' if data is None else 'a ' + type(data).__name__}")
+    try:
+        return SweepConfig.from_dict(data)
+    except ConfigError as err:
+        raise err.prefixed(source) from None

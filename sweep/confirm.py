@@ -33,7 +33,7 @@ import yaml
 
 from search_spaces.errors import ConfigError
 from sweep import storage
-from sweep.config import SweepConfig, baseline_label, is_remote
+from sweep.config import SweepConfig, baseline_label, is_remote, parse_saved_config
 from sweep.progress import FINISHED, GroupOutcome, outcome_from_result
 
 STAGE = "confirm"
@@ -357,7 +357,7 @@ def run_confirmation(plan: ConfirmPlan, overwrite: bool = False, scratch_dir: st
             state = "absent"
         text = storage.read_text(storage.join(stage.sweep_dir, SWEEP_FILE)) if state != "absent" else None
         if text is not None:
-            saved = yaml.safe_load(text) or {}
+            saved = parse_saved_config(text, storage.join(stage.sweep_dir, SWEEP_FILE)).to_dict()
             if saved.get("seeds") != list(stage.seeds) or saved.get("budget") != stage.budget:
                 raise ConfigError("--seeds", f"stage {stage.name} exists with seeds {saved.get('seeds')} and "
                                   f"{saved.get('budget')} finalists; rerun with the same --top/--seeds or --overwrite")

@@ -15,13 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 from mlflow.tracking import MlflowClient
 
 from search_spaces import Schedule, schedule_from_dict
 from search_spaces.errors import ConfigError
 from sweep import storage
-from sweep.config import _NAME_RE, SweepConfig, parse_storage
+from sweep.config import SweepConfig, check_sweep_name, parse_saved_config, parse_storage
 from sweep.mlflow_tracking import (TAG_GROUP, TAG_LABEL, TAG_LAST_STEP, TAG_STATUS, TAG_SWEEP_ID, latest_sweep_run,
                                    sweep_group_runs)
 from sweep.progress import FINISHED, RUNNING, GroupOutcome
@@ -105,17 +104,13 @@ def locate_sweep(name: str, storage_path: str | None = None, tracking_uri: str |
     The storage given here wins over the one saved in sweep.yaml (as for `sweep resume`): the folder may have
     been moved. Raises ConfigError naming `name` or the option at fault.
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError("name", f"expected 1-100 letters, digits, '_', '-' or '.', got {name!r}")
+    check_sweep_name(name)
     base = parse_storage(storage_path or "./sweeps", "--storage")
     sweep_dir = storage.join(base, name)
-    text = storage.read_text(storage.join(sweep_dir, SWEEP_FILE))
+    text = storage.read_bytes(storage.join(sweep_dir, SWEEP_FILE))
     config = None
     if text is not None:
-        try:
-            config = replace(SweepConfig.from_dict(yaml.safe_load(text)), storage=base)
-        except ConfigError as err:
-            raise err.prefixed(f"{sweep_dir}/{SWEEP_FILE}") from None
+        config = replace(parse_saved_config(text, f"{sweep_dir}/{SWEEP_FILE}"), storage=base)
     if tracking_uri is None:
         if config is None:
             raise ConfigError("name", f"no sweep {name!r} in {base} (no {SWEEP_FILE} there); "

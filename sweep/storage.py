@@ -43,16 +43,22 @@ def names(folder: str) -> list[str]:
     return sorted(i.base_name for i in infos)
 
 
-def read_text(path: str) -> str | None:
-    """The text at `path`, or None when there is no such file."""
+def read_bytes(path: str) -> bytes | None:
+    """The bytes at `path`, or None when there is no such file."""
     if not is_remote(path):
         p = Path(path)
-        return p.read_text() if p.is_file() else None
+        return p.read_bytes() if p.is_file() else None
     if not exists(path):
         return None
     fs, inner = _fs(path)
     with fs.open_input_stream(inner) as f:
-        return f.read().decode()
+        return f.read()
+
+
+def read_text(path: str) -> str | None:
+    """The UTF-8 text at `path`, or None when there is no such file."""
+    data = read_bytes(path)
+    return None if data is None else data.decode()
 
 
 def write_text(path: str, text: str) -> None:

@@ -30,7 +30,7 @@ import yaml
 
 from search_spaces.errors import ConfigError
 from sweep import storage
-from sweep.config import SweepConfig, is_remote
+from sweep.config import SweepConfig, check_sweep_name, is_remote, parse_saved_config
 
 SWEEP_FILE = "sweep.yaml"
 ASHA_FILE = "asha_state.json"
@@ -210,17 +210,18 @@ def trial_fixed_config(cfg: SweepConfig, scratch_dir: str | None = None) -> dict
 
 
 def sweep_exists(storage_path: str, name: str) -> bool:
-    """Whether `<storage>/<name>` holds a started sweep."""
-    base = storage.join(storage_path, name)
+    """Whether `<storage>/<name>` holds a started sweep (`name` checked first: nothing outside the storage)."""
+    base = storage.join(storage_path, check_sweep_name(name))
     return storage.exists(storage.join(base, TUNE_DIR, TUNER_FILE)) or storage.exists(storage.join(base, SWEEP_FILE))
 
 
 def load_saved_config(storage_path: str, name: str) -> SweepConfig:
     """The config a sweep was started with, read back from its folder (for `sweep resume NAME`)."""
-    text = storage.read_text(storage.join(storage_path, name, SWEEP_FILE))
-    if text is None:
+    path = storage.join(storage_path, check_sweep_name(name), SWEEP_FILE)
+    data = storage.read_bytes(path)
+    if data is None:
         raise ConfigError("name", f"no sweep {name!r} in {storage_path} (no {SWEEP_FILE} there)")
-    return SweepConfig.from_dict(yaml.safe_load(text))
+    return parse_saved_config(data, path)
 
 
 # ---------------------------------------------------------------------------------------------------------

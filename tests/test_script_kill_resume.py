@@ -90,8 +90,9 @@ def test_a_script_group_killed_with_one_seed_far_ahead_loses_no_step(tmp_path: P
             end_session(driver.pid)
     group = ahead[0]
 
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", "uneven", "--storage", str(tmp_path / "sweeps")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, start_new_session=True)
+    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", "uneven", "--storage",
+                           str(tmp_path / "sweeps")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600, start_new_session=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert resumed_seed_runs(env).get(f"{group}-seed0", -1) >= 16  # the fast seed restarted past steps 8 and 12
 

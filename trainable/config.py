@@ -18,6 +18,7 @@ import yaml
 from search_spaces.errors import ConfigError
 from trainable.config_checks import check_bool, check_choice, check_float, check_int, check_keys, check_steps
 from trainable.model_config import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
+from trainable.yaml_input import read_yaml_mapping
 
 DEFAULT_SCHEDULE: dict[str, Any] = {
     "warmup_frac": 0.05,
@@ -45,7 +46,7 @@ class ModelSection:
             d = {"name": d}
         check_keys(d, {"name", *GPT_CONFIG_FIELDS}, path)
         name = d.get("name")
-        if name is not None and name not in MODEL_PRESETS:
+        if name is not None and (not isinstance(name, str) or name not in MODEL_PRESETS):
             raise ConfigError(f"{path}.name", f"unknown model {name!r} (known: {', '.join(MODEL_PRESETS)})")
         base = MODEL_PRESETS[name] if name is not None else GPTConfig()
         over: dict[str, Any] = {}
@@ -378,20 +379,9 @@ class TrainConfig:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping from `path`, turning I/O and syntax problems into a ConfigError on `config`."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise ConfigError("config", f"cannot read {path}: {err.strerror or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError("config", f"{path} is not valid YAML: {err}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("config", f"{path} must hold a mapping at the top level")
-    return data
+    """Read a YAML mapping from `path`; any problem (I/O, encoding, syntax, duplicate keys, not a mapping) is a
+    one-line ConfigError on `config` (`trainable.yaml_input`)."""
+    return read_yaml_mapping(path, "config")
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:

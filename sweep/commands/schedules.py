@@ -13,12 +13,12 @@ import argparse
 import json
 from pathlib import Path
 
-import yaml
 
 from search_spaces import (
     Schedule, get_preset, get_search_space, list_presets, list_search_spaces, preset_spec, schedule_from_dict,
 )
 from search_spaces.errors import ConfigError
+from trainable.yaml_input import parse_yaml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,10 +66,7 @@ def load_schedule(name: str) -> Schedule:
     if name in list_presets():
         return get_preset(name)
     if name.lstrip().startswith("{"):
-        try:
-            data = yaml.safe_load(name)
-        except yaml.YAMLError as err:
-            raise ConfigError(name, f"not a valid inline mapping: {err}".splitlines()[0]) from None
+        data = parse_yaml(name, "the inline mapping", name)
         try:
             return schedule_from_dict(data)
         except ConfigError as err:
@@ -78,9 +75,9 @@ def load_schedule(name: str) -> Schedule:
     if not path.is_file():
         raise ConfigError(name, f"not a preset name nor a schedule file; presets: {', '.join(list_presets())}")
     try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raw = path.read_bytes()
+        data = json.loads(raw) if path.suffix == ".json" else parse_yaml(raw, str(path), name)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(name, f"cannot read a schedule from it: {err}".splitlines()[0]) from None
     if isinstance(data, dict) and set(data) == {"schedule"}:
         data = data["schedule"]

@@ -1,0 +1,124 @@
+"""Bad input found by probing the CLI as a new user would: each case is one line `sweep: error: FIELD: ...`
+on stderr, exit code 2, and nothing created or changed (regression tests for the cases of issue #15 fixed so
+far: input decoding and YAML, sweep names that point outside the storage, a damaged saved config, argparse's
+own errors).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweep.cli import main
+from trainable.yaml_input import parse_yaml
+
+VALID = {"name": "ok", "simulator": {"total_steps": 200, "eval_interval": 50}, "search_space": "wsd",
+         "baselines": ["constant"], "seeds": [0, 1, 2], "budget": 1}
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def refused(tmp_path: Path, capsys, argv: list[str], field: str) -> str:
+    """Run `sweep ARGV` in `tmp_path`; assert exit 2, one line naming `field`, and no file created or changed."""
+    before = snapshot(tmp_path)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        try:
+            code = main(argv)
+        except SystemExit as err:  # argparse's own exits
+            code = err.code
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, (code, err)
+    assert lines[0].startswith(f"sweep: error: {field}"), lines[0]
+    assert snapshot(tmp_path) == before, "a refused command created or changed files"
+    return lines[0]
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+# ---- config files ------------------------------------------------------------------------------------------
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_byte(tmp_path: Path, capsys) -> None:
+    write(tmp_path / "c.yaml", b"name: caf\xe9\n")
+    line = refused(tmp_path, capsys, ["run", "c.yaml"], "config")
+    assert "c.yaml is not UTF-8 text (byte 0xe9 at offset 9)" in line
+    refused(tmp_path, capsys, ["train", "--config", "c.yaml"], "config")
+
+
+def test_yaml_errors_name_the_file_line_and_column_in_one_line(tmp_path: Path, capsys) -> None:
+    write(tmp_path / "c.yaml", "name: ok\nseeds: [0, 1\nbudget: 2\n")
+    line = refused(tmp_path, capsys, ["run", "c.yaml"], "config")
+    assert "c.yaml line 3, column" in line and "<unicode string>" not in line
+
+
+def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path: Path, capsys) -> None:
+    write(tmp_path / "c.yaml", yaml.safe_dump(VALID) + "budget: 5\n")
+    line = refused(tmp_path, capsys, ["run", "c.yaml"], "config")
+    assert "key 'budget' is given twice" in line
+
+
+def test_nesting_too_deep_and_a_top_level_list_are_refused(tmp_path: Path, capsys) -> None:
+    write(tmp_path / "deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in refused(tmp_path, capsys, ["run", "deep.yaml"], "config")
+    write(tmp_path / "list.yaml", "- name: ok\n")
+    assert "mapping at the top level, not a list" in refused(tmp_path, capsys, ["run", "list.yaml"], "config")
+
+
+def test_an_unhashable_model_name_is_a_config_error(tmp_path: Path, capsys) -> None:
+    write(tmp_path / "c.yaml", "name: x\ntrainer: {model: {name: [tiny]}}\nsearch_space: wsd\n")
+    refused(tmp_path, capsys, ["run", "c.yaml"], "trainer.model.name")
+
+
+def test_numbers_in_exponent_form_without_a_dot_are_floats() -> None:
+    # PyYAML (YAML 1.1) reads 2e-1 as a string: cooldown_frac: 2e-1 was refused as text, lr: 3e-3 accepted.
+    assert parse_yaml("a: 2e-1\nb: 1E5\nc: -3e2\nd: e5\ne: 1e\n", "t") == {"a": 0.2, "b": 1e5, "c": -300.0,
+                                                                           "d": "e5", "e": "1e"}
+
+
+# ---- sweep names -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["resume", "../outside", "--storage", "sweeps"],
+                                  ["confirm", "../outside", "--storage", "sweeps"],
+                                  ["report", "../outside", "--storage", "sweeps"],
+                                  ["resume", "a/b", "--storage", "sweeps"],
+                                  ["resume", ".hidden", "--storage", "sweeps"]])
+def test_a_sweep_name_never_reaches_outside_the_storage(tmp_path: Path, capsys, argv: list[str]) -> None:
+    # A valid sweep folder just outside the storage: resume used to read it and start resuming it.
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "outside").mkdir()
+    write(tmp_path / "outside" / "sweep.yaml", yaml.safe_dump({**VALID, "name": "outside"}))
+    refused(tmp_path, capsys, argv, "name")
+
+
+@pytest.mark.parametrize("saved", [b"name: [ok\n", b"- 1\n- 2\n", b"", b"name: ok\nbudget: -3\n", b"\xff\xfe"])
+def test_a_damaged_saved_config_is_one_line_naming_its_file(tmp_path: Path, capsys, saved: bytes) -> None:
+    (tmp_path / "sweeps" / "ok").mkdir(parents=True)
+    write(tmp_path / "sweeps" / "ok" / "sweep.yaml", saved)
+    for command in ("resume", "report"):
+        line = refused(tmp_path, capsys, [command, "ok", "--storage", "sweeps"], "")
+        assert "sweeps/ok/sweep.yaml" in line, line
+
+
+# ---- the command line itself -------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv, field", [(["resume"], "name: required"),
+                                         (["confirm", "x", "--top", "abc"], "--top: invalid int value"),
+                                         (["bogus"], "COMMAND: invalid choice"),
+                                         (["run", "--nope"], "--nope: unrecognized argument")])
+def test_argparse_errors_are_one_line_without_the_usage_block(tmp_path: Path, capsys, argv, field) -> None:
+    refused(tmp_path, capsys, argv, field)
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("sweep ")
