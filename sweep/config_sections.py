@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.errors import ConfigError
+from sweep.store_uris import check_database_url, check_tracking_uri
 from trainable.config_checks import check_int, check_keys
 
 __all__ = ["RUNG_METRICS", "MlflowSection", "OptunaSection", "ResourcesSection", "SchedulerSection", "VerdictSection"]
@@ -170,8 +171,9 @@ class MlflowSection:
     @staticmethod
     def parse(d: Any, path: str = "mlflow") -> "MlflowSection":
         d = _keys(d, {"tracking_uri", "experiment"}, path)
+        uri = _opt_str(d.get("tracking_uri"), f"{path}.tracking_uri")
         return MlflowSection(
-            tracking_uri=_opt_str(d.get("tracking_uri"), f"{path}.tracking_uri"),
+            tracking_uri=None if uri is None else check_tracking_uri(uri, f"{path}.tracking_uri"),
             experiment=_opt_str(d.get("experiment"), f"{path}.experiment"),
         )
 
@@ -187,8 +189,8 @@ class OptunaSection:
     def parse(d: Any, path: str = "optuna") -> "OptunaSection":
         d = _keys(d, {"storage", "seed"}, path)
         storage = _opt_str(d.get("storage"), f"{path}.storage")
-        if storage is not None and "://" not in storage:
-            raise ConfigError(f"{path}.storage", f"expected a database URL like sqlite:///study.db, got {storage!r}")
+        if storage is not None:
+            check_database_url(storage, f"{path}.storage")
         seed = d.get("seed", 0)
         if seed is not None:
             _int(seed, f"{path}.seed", 0)

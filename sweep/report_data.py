@@ -21,10 +21,13 @@ from search_spaces import Schedule, schedule_from_dict
 from search_spaces.errors import ConfigError
 from sweep import storage
 from sweep.config import SweepConfig, check_sweep_name, parse_saved_config, parse_storage
+from sweep.secrets import redact_uri
+from sweep.store_uris import check_tracking_uri
 from sweep.mlflow_tracking import (TAG_GROUP, TAG_LABEL, TAG_LAST_STEP, TAG_STATUS, TAG_SWEEP_ID, latest_sweep_run,
                                    sweep_group_runs)
 from sweep.progress import FINISHED, RUNNING, GroupOutcome
 
+_SERVER_TIMEOUT_S = 10.0  # how long a tracking server may take to answer its health check
 SWEEP_FILE = "sweep.yaml"  # the same file `sweep.tuner` writes (not imported from there: it pulls in Ray)
 # Group-run params that describe the group, not its schedule.
 _GROUP_PARAMS = {"group_id", "baseline", "seeds", "seed"}
@@ -124,13 +127,29 @@ def locate_sweep(name: str, storage_path: str | None = None, tracking_uri: str |
 
 
 def _check_store_exists(tracking_uri: str) -> None:
-    # MlflowClient on a missing sqlite file would create an empty store: a typo must not leave files behind.
+    """Refuse a store that reading would create, change or wait on: MlflowClient on a missing or empty sqlite
+    file creates (migrates) a whole MLflow database, and on a server that does not answer it retries for
+    minutes. A read-only command must leave every file as it was and answer at once."""
+    check_tracking_uri(tracking_uri, "--tracking-uri")
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():
             raise ConfigError("--tracking-uri", f"no MLflow store at {path}")
-    elif "://" not in tracking_uri and not Path(tracking_uri).exists():
-        raise ConfigError("--tracking-uri", f"no MLflow store at {tracking_uri}")
+        with open(path, "rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            raise ConfigError("--tracking-uri", f"{path} is {'empty' if not header else 'not a SQLite database'}, "
+                                                "not an MLflow store")
+    elif tracking_uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=_SERVER_TIMEOUT_S).close()
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise ConfigError("--tracking-uri", f"no MLflow server answers at {redact_uri(tracking_uri)} "
+                                                f"({reason})") from None
 
 
 def read_sweep(location: SweepLocation) -> SweepRecord:

@@ -122,3 +122,38 @@ def test_version(capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("sweep ")
+
+
+# ---- store URIs --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("uri", ["file:///tmp/x", ".", "foo://x", "not a uri", "sqlite://rel.db", "http://",
+                                 "postgresql://u:pw@127.0.0.1/db"])
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_before_reading(tmp_path: Path, capsys, uri: str) -> None:
+    line = refused(tmp_path, capsys, ["report", "nope", "--tracking-uri", uri], "--tracking-uri")
+    assert "pw" not in line  # a password in a URI is never printed
+
+
+def test_report_refuses_at_once_a_tracking_server_that_does_not_answer(tmp_path: Path, capsys) -> None:
+    import time
+
+    from servers import free_port
+
+    started = time.monotonic()
+    line = refused(tmp_path, capsys, ["report", "nope", "--tracking-uri", f"http://127.0.0.1:{free_port()}"],
+                   "--tracking-uri")
+    assert "no MLflow server answers" in line and time.monotonic() - started < 30  # it once waited 200 s
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a database"])
+def test_an_empty_or_garbage_store_file_is_left_as_it_was(tmp_path: Path, capsys, content: bytes) -> None:
+    # MLflow would turn a 0-byte file into a 954 KB database (and fail on garbage with a traceback).
+    write(tmp_path / "m.db", content)
+    refused(tmp_path, capsys, ["report", "nope", "--tracking-uri", "sqlite:///m.db"], "--tracking-uri")
+
+
+@pytest.mark.parametrize("section, field", [({"mlflow": {"tracking_uri": "bogus://x"}}, "mlflow.tracking_uri"),
+                                            ({"mlflow": {"tracking_uri": "not a uri"}}, "mlflow.tracking_uri"),
+                                            ({"optuna": {"storage": "bogus://x"}}, "optuna.storage"),
+                                            ({"optuna": {"storage": "sqlite://rel.db"}}, "optuna.storage")])
+def test_store_uris_in_a_config_are_checked_before_ray_starts(tmp_path: Path, capsys, section, field) -> None:
+    write(tmp_path / "c.yaml", yaml.safe_dump({**VALID, **section}))
+    refused(tmp_path, capsys, ["run", "c.yaml"], field)
