@@ -54,6 +54,7 @@ from sweep.config_sections import (
 )
 from sweep.space_config import InlineSpace, parse_search_space
 from trainable.config import TrainConfig, load_yaml
+from trainable.config_checks import MAX_SEED, check_int
 from trainable.yaml_input import parse_yaml
 
 __all__ = [
@@ -65,6 +66,7 @@ DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 # Keys of the trainer section that the sweep sets itself for every seed run.
 _SWEEP_OWNED_TRAINER_KEYS = ("schedule", "seed", "data_seed")
+MAX_BUDGET = 100_000  # searched shapes per sweep: far past what TPE or a cluster would make use of
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -144,7 +146,7 @@ def baseline_label(schedule: dict) -> str:
 def _parse_seeds(value: Any, path: str = "seeds") -> tuple[int, ...]:
     if not isinstance(value, list) or not value:
         raise ConfigError(path, f"expected a non-empty list of integers, got {value!r}")
-    seeds = tuple(_int(s, f"{path}[{i}]", 0) for i, s in enumerate(value))
+    seeds = tuple(check_int(s, f"{path}[{i}]", 0, MAX_SEED) for i, s in enumerate(value))
     for i, s in enumerate(seeds):
         if seeds.index(s) != i:
             raise ConfigError(f"{path}[{i}]", f"seed {s} appears twice")
@@ -258,7 +260,7 @@ class SweepConfig:
         space = parse_search_space(d["search_space"])
         baselines = _parse_baselines(d.get("baselines"))
         seeds = _parse_seeds(d.get("seeds", [0, 1, 2]))
-        budget = _int(d.get("budget", 4), "budget", 0)
+        budget = check_int(d.get("budget", 4), "budget", 0, MAX_BUDGET)
         if budget == 0 and not baselines:
             raise ConfigError("budget", "0 with no baselines: nothing to run")
         scheduler = SchedulerSection.parse(d.get("scheduler"))

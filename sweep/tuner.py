@@ -166,7 +166,18 @@ def group_resources(cfg: SweepConfig) -> GroupResources:
     return GroupResources(cpus=n * cfg.resources.cpus_per_worker, gpus=float(n) if cfg.resources.use_gpu else 0.0)
 
 
-def concurrency(cfg: SweepConfig, cluster: dict[str, float]) -> int:
+def local_resources(count_gpus: bool) -> dict[str, float]:
+    """What a local Ray started here would have at most: this machine's CPUs (and GPUs, counted only when asked:
+    it imports torch)."""
+    gpus = 0.0
+    if count_gpus:
+        import torch
+
+        gpus = float(torch.cuda.device_count())
+    return {"CPU": float(os.cpu_count() or 1), "GPU": gpus}
+
+
+def concurrency(cfg: SweepConfig, cluster: dict[str, float], where: str = "the cluster") -> int:
     """How many groups may run at once: the configured maximum, lowered so that every running group's Train
     workers fit the cluster (otherwise a worker group waits and times out instead of queueing in Tune,
     because Train workers get placement groups outside Tune's)."""
@@ -179,10 +190,11 @@ def concurrency(cfg: SweepConfig, cluster: dict[str, float]) -> int:
     n = min(fits)
     if n < 1:
         have = f"{cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs"
+        why = (f"its {len(cfg.seeds)} simulated seeds run in one process" if cfg.backend == "simulator" else
+               f"{len(cfg.seeds)} seeds x {cfg.resources.workers} workers")
         raise ConfigError(
             "resources",
-            f"one group needs {need.cpus:g} CPUs and {need.gpus:g} GPUs ({len(cfg.seeds)} seeds x "
-            f"{cfg.resources.workers} workers) but the cluster has {have}",
+            f"one group needs {need.cpus:g} CPUs and {need.gpus:g} GPUs ({why}) but {where} has {have}",
         )
     return n
 
@@ -380,6 +392,9 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
     if mode == "resume" and not exists:
         raise ConfigError("name", f"no sweep {cfg.name!r} to resume in {cfg.storage}")
 
+    if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        # A local cluster is this machine: refuse a group it can never hold before spending Ray's start on it.
+        concurrency(cfg, local_resources(cfg.resources.use_gpu), where="this machine (no RAY_ADDRESS: a local Ray)")
     init_ray()
     max_concurrent = concurrency(cfg, ray.cluster_resources())
     if mode == "overwrite" and exists:

@@ -157,3 +157,32 @@ def test_an_empty_or_garbage_store_file_is_left_as_it_was(tmp_path: Path, capsys
 def test_store_uris_in_a_config_are_checked_before_ray_starts(tmp_path: Path, capsys, section, field) -> None:
     write(tmp_path / "c.yaml", yaml.safe_dump({**VALID, **section}))
     refused(tmp_path, capsys, ["run", "c.yaml"], field)
+
+
+# ---- numbers out of any sane range, resources this machine cannot hold ---------------------------------------
+@pytest.mark.parametrize("over, field", [
+    ({"trainer": {"optimizer": {"lr": 1e30}}}, "trainer.optimizer.lr"),
+    ({"trainer": {"horizon": {"steps": 10**30}}}, "trainer.horizon.steps"),
+    ({"trainer": {"model": {"name": "tiny", "n_layer": 1_000_000}}}, "trainer.model.n_layer"),
+    ({"seeds": [0, 2**70]}, "seeds[1]"),
+    ({"budget": 10**12}, "budget"),
+])
+def test_extreme_values_are_refused_with_the_bound(tmp_path: Path, capsys, over, field) -> None:
+    cfg = {k: v for k, v in VALID.items() if k != "simulator"}
+    cfg.update(over)
+    write(tmp_path / "c.yaml", yaml.safe_dump(cfg))
+    assert "must be <= " in refused(tmp_path, capsys, ["run", "c.yaml"], field)
+
+
+def test_a_group_this_machine_cannot_hold_is_refused_before_ray_starts(tmp_path: Path, capsys, monkeypatch) -> None:
+    # It used to be checked only after Ray had started (15-35 s on a loaded 2-core machine).
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = {k: v for k, v in VALID.items() if k != "simulator"}
+    write(tmp_path / "c.yaml", yaml.safe_dump({**cfg, "resources": {"workers": 1000}}))
+    line = refused(tmp_path, capsys, ["run", "c.yaml"], "resources")
+    assert "this machine" in line and "1000 workers" in line
+
+
+def test_plan_seeds_refuses_a_ratio_its_power_cannot_be_computed_for(tmp_path: Path, capsys) -> None:
+    # It printed power nan and "2 seeds needed" with exit 0.
+    refused(tmp_path, capsys, ["plan-seeds", "--effect", "1e308", "--std", "1e-308"], "--effect")

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from search_spaces.errors import ConfigError
-from trainable.config_checks import check_bool, check_choice, check_float, check_int, check_keys, check_steps
+from trainable.config_checks import (MAX_SEED, MAX_STEPS, check_bool, check_choice, check_float, check_int, check_keys,
+                                     check_steps)
 from trainable.model_config import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
 from trainable.yaml_input import read_yaml_mapping
 
@@ -31,6 +32,11 @@ DEFAULT_SCHEDULE: dict[str, Any] = {
 
 # ---------------------------------------------------------------------------------------------------------
 # Sections
+
+
+# Bounds far above any model this project trains (GPT-2 XL: 48 layers, 25 heads, 1600 wide, 1024 context).
+_MODEL_MAX = {"n_layer": 1024, "n_head": 1024, "n_embd": 65536, "block_size": 1_048_576, "vocab_size": 10_000_000}
+MAX_LR = 10.0  # AdamW diverges far below this; a larger lr is a typo (1e30)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class ModelSection:
         over: dict[str, Any] = {}
         for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
             if key in d:
-                over[key] = check_int(d[key], f"{path}.{key}", minimum=1)
+                over[key] = check_int(d[key], f"{path}.{key}", minimum=1, maximum=_MODEL_MAX[key])
         if "dropout" in d:
             over["dropout"] = check_float(d["dropout"], f"{path}.dropout", minimum=0.0)
             if over["dropout"] >= 1.0:
@@ -111,7 +117,7 @@ class OptimizerSection:
     def parse(d: Any, path: str = "optimizer") -> "OptimizerSection":
         check_keys(d, {f.name for f in fields(OptimizerSection)}, path)
         out = OptimizerSection()
-        lr = check_float(d.get("lr", out.lr), f"{path}.lr", minimum=0.0, strict_min=True)
+        lr = check_float(d.get("lr", out.lr), f"{path}.lr", minimum=0.0, strict_min=True, maximum=MAX_LR)
         wd = check_float(d.get("weight_decay", out.weight_decay), f"{path}.weight_decay", minimum=0.0)
         betas = d.get("betas", list(out.betas))
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
@@ -139,9 +145,9 @@ class HorizonSection:
         if (steps is None) == (tokens is None):
             raise ConfigError(f"{path}.steps", "give exactly one of steps or tokens")
         if steps is not None:
-            check_int(steps, f"{path}.steps", minimum=1)
+            check_int(steps, f"{path}.steps", minimum=1, maximum=MAX_STEPS)
         if tokens is not None:
-            check_int(tokens, f"{path}.tokens", minimum=1)
+            check_int(tokens, f"{path}.tokens", minimum=1, maximum=MAX_STEPS * 2**24)
         return HorizonSection(steps=steps, tokens=tokens)
 
 
@@ -314,7 +320,7 @@ class TrainConfig:
             kwargs["schedule"] = d["schedule"]
         for name in ("seed", "data_seed"):
             if name in d:
-                kwargs[name] = check_int(d[name], name, minimum=0)
+                kwargs[name] = check_int(d[name], name, minimum=0, maximum=MAX_SEED)
         if "device" in d:
             kwargs["device"] = check_choice(d["device"], "device", ("auto", "cpu", "cuda"))
         if "dtype" in d:

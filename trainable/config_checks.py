@@ -19,18 +19,27 @@ def check_keys(d: Any, allowed: set[str], path: str) -> dict:
     return d
 
 
-def check_int(value: Any, path: str, minimum: int | None = None) -> int:
-    """An integer (not a bool), optionally >= `minimum`."""
+# Upper bounds that no real run comes near; values past them are typos (1e30 steps, 2**70 as a seed).
+MAX_SEED = 2**32 - 1  # numpy's seed range (torch takes more)
+MAX_STEPS = 10**9
+
+
+def check_int(value: Any, path: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (not a bool), optionally >= `minimum` and <= `maximum`."""
     # bool is an int subclass in Python; `steps: true` is a mistake, not 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(path, f"expected an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(path, f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(path, f"must be <= {maximum}, got {value}")
     return value
 
 
-def check_float(value: Any, path: str, minimum: float | None = None, strict_min: bool = False) -> float:
-    """A finite number (numeric strings such as YAML 1.1's `1e-3` included), optionally above `minimum`."""
+def check_float(value: Any, path: str, minimum: float | None = None, strict_min: bool = False,
+                maximum: float | None = None) -> float:
+    """A finite number (numeric strings such as YAML 1.1's `1e-3` included), optionally above `minimum` and
+    at most `maximum`."""
     if isinstance(value, str):
         # YAML 1.1 (PyYAML) reads `1e-3` without a dot as a string; accept what is clearly a number.
         try:
@@ -44,6 +53,8 @@ def check_float(value: Any, path: str, minimum: float | None = None, strict_min:
         raise ConfigError(path, f"must be finite, got {value}")
     if minimum is not None and (value <= minimum if strict_min else value < minimum):
         raise ConfigError(path, f"must be {'>' if strict_min else '>='} {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(path, f"must be <= {maximum:g}, got {value:g}")
     return value
 
 

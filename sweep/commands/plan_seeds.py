@@ -16,6 +16,7 @@ family that sweep's report tests.
 from __future__ import annotations
 
 import argparse
+import math
 
 from search_spaces.errors import ConfigError
 
@@ -54,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+MAX_RATIO = 1e6  # effect / std: beyond it the power is 1 at 2 seeds and no longer computable
+
+
 def run(args: argparse.Namespace) -> int:
     from sweep.seed_planner import family_alpha, plan_seeds
     from sweep.verdicts import check_correction
@@ -81,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
         correction = args.correction or family[1]
     elif effect is None:
         raise ConfigError("--effect", "required (the smallest difference in final loss worth detecting, in nats)")
+    ratio = effect / std
+    if not math.isfinite(ratio) or ratio > MAX_RATIO:
+        # The t distribution's tail is not computable there (power came out NaN) and 2 seeds resolve any effect
+        # far above the noise: such a ratio is a typo.
+        raise ConfigError("--effect", f"effect / std = {ratio:g} (effect {effect:g}, std {std:g}): expected at most "
+                                      f"{MAX_RATIO:g}")
     level = family_alpha(args.alpha, comparisons, correction)
     plan = plan_seeds(effect, std, level, args.power, args.max_seeds)
     family = (f", in a family of {comparisons} comparisons ({correction}): {plan.alpha:.3g} per comparison"
