@@ -41,17 +41,29 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-class _LowTrial:
-    """Picks the first choice / the low end of every range: one concrete schedule to validate an inline space."""
+class _PickTrial:
+    """A stand-in trial that picks the low end of every range and the first choice (the high end and the last
+    with `pick_high`), except choice `index` of parameter `key`: concrete schedules to validate a space with."""
 
-    def __init__(self, pick_high: bool = False):
-        self.pick_high = pick_high
+    def __init__(self, pick_high: bool = False, key: str | None = None, index: int = 0):
+        self.pick_high, self.key, self.index = pick_high, key, index
 
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
         return high if self.pick_high else low
 
     def suggest_categorical(self, name: str, choices: list) -> Any:
+        if name == self.key:
+            return choices[self.index]
         return choices[-1] if self.pick_high else choices[0]
+
+
+def _choices(spec: Any) -> list | None:
+    """The choices of one inline parameter (None for a range or a fixed value)."""
+    if isinstance(spec, dict):
+        return list(spec["choices"])
+    if isinstance(spec, list) and not (len(spec) == 2 and all(_is_num(v) for v in spec)):
+        return list(spec)
+    return None
 
 
 def parse_search_space(value: Any, path: str = "search_space") -> Any:
@@ -77,7 +89,16 @@ def parse_search_space(value: Any, path: str = "search_space") -> Any:
     space = InlineSpace(dict(value))
     for pick_high in (False, True):
         try:
-            space.suggest(_LowTrial(pick_high))
+            space.suggest(_PickTrial(pick_high))
         except ConfigError as err:
             raise err.prefixed(path) from None
+    # Every choice, not only the first and last: TPE draws them all, and a bad one used to fail inside the Tune
+    # loop, after Ray had started, on a third of the suggestions.
+    for key, spec in value.items():
+        for index, choice in enumerate(_choices(spec) or []):
+            for pick_high in (False, True):
+                try:
+                    space.suggest(_PickTrial(pick_high, key, index))
+                except ConfigError as err:
+                    raise ConfigError(f"{path}.{key}", f"choice {choice!r}: {err.field}: {err.message}") from None
     return space

@@ -186,3 +186,14 @@ def test_a_group_this_machine_cannot_hold_is_refused_before_ray_starts(tmp_path:
 def test_plan_seeds_refuses_a_ratio_its_power_cannot_be_computed_for(tmp_path: Path, capsys) -> None:
     # It printed power nan and "2 seeds needed" with exit 0.
     refused(tmp_path, capsys, ["plan-seeds", "--effect", "1e308", "--std", "1e-308"], "--effect")
+
+
+@pytest.mark.parametrize("space, field", [({"shape": ["cosine", "bogus", "linear"]}, "search_space.shape"),
+                                          ({"floor": {"choices": [0.0, 2.0, 0.5]}}, "search_space.floor"),
+                                          ({"preset": ["wsd_sqrt", "bogus_preset", "nanogpt_cosine"]},
+                                           "search_space.preset")])
+def test_every_choice_of_an_inline_search_space_is_checked(tmp_path: Path, capsys, space, field) -> None:
+    # Only the first and last choices were: the middle one then failed a third of TPE's suggestions mid-sweep.
+    write(tmp_path / "c.yaml", yaml.safe_dump({**VALID, "search_space": space}))
+    line = refused(tmp_path, capsys, ["run", "c.yaml"], field)
+    assert "choice " in line
