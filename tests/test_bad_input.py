@@ -197,3 +197,32 @@ def test_every_choice_of_an_inline_search_space_is_checked(tmp_path: Path, capsy
     write(tmp_path / "c.yaml", yaml.safe_dump({**VALID, "search_space": space}))
     line = refused(tmp_path, capsys, ["run", "c.yaml"], field)
     assert "choice " in line
+
+
+# ---- outputs and data ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, field", [(["-o", "/proc/x.png"], "--output"), (["-o", "."], "--output"),
+                                         (["-o", "x.png/inside.png"], "--output"),
+                                         (["--steps", "2147483648"], "--steps")])
+def test_schedules_plot_refuses_outputs_it_cannot_write(tmp_path: Path, capsys, args, field) -> None:
+    write(tmp_path / "x.png", b"a file, not a folder")
+    refused(tmp_path, capsys, ["schedules", "plot", "constant", *args], field)
+
+
+@pytest.mark.parametrize("name, content", [("bad.jsonl", b'{"text": "ok"}\nnot json at all\n'),
+                                           ("latin.txt", b"caf\xe9 au lait\n")])
+def test_data_prepare_refuses_files_it_cannot_read_in_one_line(tmp_path: Path, capsys, name, content) -> None:
+    write(tmp_path / name, content)
+    line = refused(tmp_path, capsys, ["data", "prepare", "--files", name, "--out", "out"], "--files")
+    assert "cannot read" in line
+
+
+def test_data_prepare_refuses_an_unreachable_hub_at_once(tmp_path: Path, capsys, monkeypatch) -> None:
+    import time
+
+    # An address nothing listens on stands for the hub of a machine without internet (it took 25 s of retries).
+    from servers import free_port
+
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    line = refused(tmp_path, capsys, ["data", "prepare", "--dataset", "nobody/nothing", "--out", "out"], "--dataset")
+    assert "cannot be reached" in line and time.monotonic() - started < 20

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.add_argument("--steps", type=int, default=1000, help="horizon T to plot (default 1000)")
     plot.add_argument("-o", "--output", default="schedules.png", help="PNG path (default schedules.png)")
     plot.set_defaults(func=run_plot)
+
+
+MAX_PLOT_STEPS = 10_000_000  # a plot of a horizon longer than any run, still a few hundred MB at most
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -91,9 +95,21 @@ def run_plot(args: argparse.Namespace) -> int:
     # Imported here so `sweep schedules list` (and every other command) does not pay for matplotlib.
     from sweep.schedule_plot import plot_schedules
 
-    if args.steps < 1:
-        raise ConfigError("--steps", f"must be >= 1, got {args.steps}")
+    if not 1 <= args.steps <= MAX_PLOT_STEPS:
+        # The plot evaluates every step: 2**31 steps asked numpy for 16 GiB.
+        raise ConfigError("--steps", f"must be between 1 and {MAX_PLOT_STEPS}, got {args.steps}")
+    out = Path(args.output)
+    if out.is_dir():
+        raise ConfigError("--output", f"{out} is a folder; give a .png file path")
+    base = out.absolute().parent
+    while not base.exists():  # missing folders are made by the plot; the nearest existing one must take them
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConfigError("--output", f"cannot write {out} ({base} is not a writable folder)")
     named = {name: load_schedule(name) for name in args.names}  # all validated before anything is written
-    path = plot_schedules(named, args.steps, args.output)
+    try:
+        path = plot_schedules(named, args.steps, args.output)
+    except OSError as err:  # e.g. a file system that refuses the write itself (/proc)
+        raise ConfigError("--output", f"cannot write {out}: {err.strerror or err}") from None
     print(path)
     return 0

@@ -108,8 +108,63 @@ def resolve_files(patterns: list[str]) -> list[str]:
 
 
 def iter_documents(cfg: PrepareConfig) -> Iterator[str]:
-    """Stream the document texts of the configured source through `datasets` (imported lazily: it is heavy)."""
+    """Stream the document texts of the configured source through `datasets` (imported lazily: it is heavy).
+
+    What `datasets` raises on input it cannot read (a .jsonl line that is not JSON, a .txt file that is not
+    UTF-8, a hub dataset that does not exist or cannot be reached) becomes one ConfigError naming the option."""
+    try:
+        yield from _documents(cfg)
+    except ConfigError:
+        raise
+    except (ValueError, UnicodeDecodeError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        if cfg.source != "files":
+            raise _unloadable(cfg, err) from None
+        kind = Path(cfg.files[0]).suffix.lower()
+        raise ConfigError("data.files", f"cannot read the {kind} files as {_FILE_BUILDERS[kind]} "
+                                        f"({type(err).__name__}: {_first_line(err)})") from None
+    except Exception as err:  # the hub client's own errors (connection, not found, gated)
+        if cfg.source != "hf":
+            raise
+        raise _unloadable(cfg, err) from None
+
+
+def _unloadable(cfg: PrepareConfig, err: BaseException) -> ConfigError:
+    return ConfigError("data.dataset", f"cannot load {cfg.dataset!r} ({type(err).__name__}: {_first_line(err)}); "
+                                       "offline, prepare local files with --files instead")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else "no message"
+
+
+def _hub_reachable() -> str | None:
+    """None when the Hugging Face Hub answers a TCP connect within 5 s (or offline mode is on: the cache serves),
+    else why not. Without it an unreachable hub cost 25 s of retries, each logged."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
+        return None
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+    except OSError as err:
+        return f"{url.hostname} cannot be reached: {err.strerror or err}"
+    return None
+
+
+def _documents(cfg: PrepareConfig) -> Iterator[str]:
     import datasets
+
+    # Their messages (a retry, "Failed to load JSON ...") would come on top of the one error line we print.
+    datasets.utils.logging.set_verbosity(datasets.utils.logging.CRITICAL)
+    # A local dataset folder (or script) needs no hub.
+    if cfg.source == "hf" and not Path(cfg.dataset).exists() and (why := _hub_reachable()) is not None:
+        raise ConfigError("data.dataset", f"cannot load {cfg.dataset!r}: {why}; offline, prepare local files with "
+                                          "--files instead")
 
     if cfg.source == "hf":
         ds = datasets.load_dataset(cfg.dataset, name=cfg.dataset_config, split=cfg.split, streaming=True)
