@@ -130,7 +130,7 @@ def _check_store_exists(tracking_uri: str) -> None:
     """Refuse a store that reading would create, change or wait on: MlflowClient on a missing or empty sqlite
     file creates (migrates) a whole MLflow database, and on a server that does not answer it retries for
     minutes. A read-only command must leave every file as it was and answer at once."""
-    check_tracking_uri(tracking_uri, "--tracking-uri")
+    check_tracking_uri(tracking_uri, "--tracking-uri", need_driver=True)
     if tracking_uri.startswith("sqlite:///"):
         path = Path(tracking_uri.removeprefix("sqlite:///"))
         if not path.is_file():

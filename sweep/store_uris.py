@@ -8,8 +8,9 @@ A URI that MLflow or SQLAlchemy would only refuse later (after Ray has started, 
 * `sqlite://rel.db` (two slashes: SQLAlchemy reads the host part as empty and the path as `rel.db`, by
   accident) instead of `sqlite:///PATH`;
 * an http(s) URI without a host;
-* a database URL (`postgresql://`, `mysql://`, ...) whose driver is not installed: SQLAlchemy imports the
-  driver when it builds an engine, which connects to nothing, so this costs no network.
+* where the store is about to be used (`sweep run`/`resume` before Ray starts, `sweep report`), a database URL
+  (`postgresql://`, `mysql://`, ...) whose driver is not installed: SQLAlchemy imports the driver when it
+  builds an engine, which connects to nothing, so this costs no network.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from sweep.secrets import redact_uri
 _DATABASES = ("postgresql", "mysql", "mariadb", "mssql", "oracle")
 
 
-def check_tracking_uri(uri: str, field: str) -> str:
-    """`uri` if MLflow can track to it from this machine (module docstring), else a ConfigError on `field`."""
+def check_tracking_uri(uri: str, field: str, need_driver: bool = False) -> str:
+    """`uri` if MLflow can track to it (module docstring), else a ConfigError on `field`. `need_driver`: also
+    that a database URL's driver is installed here (only where the store is about to be used: a config is
+    also read on machines that never open its stores, e.g. a laptop that submits to a cluster)."""
     if uri == "databricks" or uri.startswith("databricks://"):
         return uri
     scheme = _scheme(uri)
@@ -32,13 +35,14 @@ def check_tracking_uri(uri: str, field: str) -> str:
             raise ConfigError(field, f"{uri!r} names no host (expected e.g. http://127.0.0.1:5000)")
         return uri
     if scheme == "sqlite" or scheme in _DATABASES or scheme.split("+")[0] in _DATABASES:
-        return check_database_url(uri, field)
+        return check_database_url(uri, field, need_driver)
     raise ConfigError(field, f"expected sqlite:///PATH, http(s)://HOST[:PORT], a database URL (postgresql://...) "
                              f"or databricks, got {uri!r}")
 
 
-def check_database_url(url: str, field: str) -> str:
-    """`url` if it is an SQLAlchemy database URL whose driver is installed, else a ConfigError on `field`."""
+def check_database_url(url: str, field: str, need_driver: bool = False) -> str:
+    """`url` if it is an SQLAlchemy database URL (with `need_driver`: whose driver is installed here), else a
+    ConfigError on `field`."""
     scheme = _scheme(url)
     if scheme == "sqlite":
         if not url.startswith("sqlite:///") or url == "sqlite:///":
@@ -47,7 +51,9 @@ def check_database_url(url: str, field: str) -> str:
         return url
     if scheme.split("+")[0] not in _DATABASES:
         raise ConfigError(field, f"expected a database URL like sqlite:///study.db or postgresql://HOST/DB, "
-                                 f"got {url!r}")
+                                 f"got {redact_uri(url)!r}")
+    if not need_driver:
+        return url
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 

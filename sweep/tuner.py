@@ -31,6 +31,7 @@ import yaml
 from search_spaces.errors import ConfigError
 from sweep import storage
 from sweep.config import SweepConfig, check_sweep_name, is_remote, parse_saved_config
+from sweep.store_uris import check_database_url, check_tracking_uri
 
 SWEEP_FILE = "sweep.yaml"
 ASHA_FILE = "asha_state.json"
@@ -392,6 +393,10 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
     if mode == "resume" and not exists:
         raise ConfigError("name", f"no sweep {cfg.name!r} to resume in {cfg.storage}")
 
+    # The stores this run opens: their database drivers must be installed where it runs.
+    check_tracking_uri(cfg.tracking_uri, "mlflow.tracking_uri", need_driver=True)
+    if cfg.optuna.storage is not None:
+        check_database_url(cfg.optuna.storage, "optuna.storage", need_driver=True)
     if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
         # A local cluster is this machine: refuse a group it can never hold before spending Ray's start on it.
         concurrency(cfg, local_resources(cfg.resources.use_gpu), where="this machine (no RAY_ADDRESS: a local Ray)")
