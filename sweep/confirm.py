@@ -154,7 +154,8 @@ def read_groups(sweep_dir: str) -> list[SweepGroup]:
     from sweep.tuner import TUNE_DIR
 
     path = storage.join(sweep_dir, TUNE_DIR)
-    if not storage.exists(path):
+    # No experiment state (never started, or killed before Tune saved one): no group ran to read back.
+    if not any(n.startswith("experiment_state") for n in storage.names(path)):
         return []
     analysis = ExperimentAnalysis(path)
     out = []

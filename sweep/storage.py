@@ -87,3 +87,27 @@ def remove_tree(path: str) -> None:
         return
     fs, inner = _fs(path)
     fs.delete_dir(inner)
+
+
+def unwritable(path: str) -> str | None:
+    """Why a folder could not be made or written at local `path` (None: it can be, or `path` is remote).
+
+    The nearest folder that exists must be writable and nothing on the way may be a file (`c.yaml/sub`);
+    /proc and other pseudo file systems refuse the write itself, so a probe file is made and removed there."""
+    if is_remote(path):
+        return None
+    base = Path(path).absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        return f"{base} is a file, not a folder"
+    if not os.access(base, os.W_OK):
+        return f"{base} is not writable"
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".schedsweep-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        return f"cannot write in {base}: {err.strerror or err}"
+    return None
+

@@ -32,6 +32,7 @@ from search_spaces.errors import ConfigError
 from sweep import storage
 from sweep.config import SweepConfig, check_sweep_name, is_remote, parse_saved_config
 from sweep.store_uris import check_database_url, check_tracking_uri
+from trainable.config import check_runs_here
 
 SWEEP_FILE = "sweep.yaml"
 ASHA_FILE = "asha_state.json"
@@ -393,6 +394,8 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
     if mode == "resume" and not exists:
         raise ConfigError("name", f"no sweep {cfg.name!r} to resume in {cfg.storage}")
 
+    if (why := storage.unwritable(cfg.storage)) is not None:
+        raise ConfigError("storage", f"cannot hold the sweep folder {cfg.sweep_dir}: {why}")
     # The stores this run opens: their database drivers must be installed where it runs.
     check_tracking_uri(cfg.tracking_uri, "mlflow.tracking_uri", need_driver=True)
     if cfg.optuna.storage is not None:
@@ -400,6 +403,8 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
     if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
         # A local cluster is this machine: refuse a group it can never hold before spending Ray's start on it.
         concurrency(cfg, local_resources(cfg.resources.use_gpu), where="this machine (no RAY_ADDRESS: a local Ray)")
+        if cfg.trainer is not None:
+            check_runs_here(cfg.trainer, cfg.resources.workers, processes_field="resources.workers")
     init_ray()
     max_concurrent = concurrency(cfg, ray.cluster_resources())
     if mode == "overwrite" and exists:

@@ -226,3 +226,41 @@ def test_data_prepare_refuses_an_unreachable_hub_at_once(tmp_path: Path, capsys,
     started = time.monotonic()
     line = refused(tmp_path, capsys, ["data", "prepare", "--dataset", "nobody/nothing", "--out", "out"], "--dataset")
     assert "cannot be reached" in line and time.monotonic() - started < 20
+
+
+# ---- what this machine cannot run ----------------------------------------------------------------------------
+ONE_SEED_TRAINER = {"name": "t", "search_space": "wsd", "baselines": ["constant"], "seeds": [0]}
+
+
+@pytest.mark.parametrize("over, field", [
+    ({"storage": "/proc/x"}, "storage"),
+    ({"storage": "c.yaml/sub"}, "storage"),
+    ({"trainer": {"data": {"dir": "no-such-folder", "bundled": False}}}, "trainer.data.dir"),
+    ({"trainer": {"data": {"dir": ".", "bundled": False}}}, "trainer.data.dir"),  # no meta.json
+])
+def test_a_sweep_that_cannot_run_here_is_refused_before_ray_starts(tmp_path: Path, capsys, monkeypatch, over,
+                                                                    field) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    write(tmp_path / "c.yaml", yaml.safe_dump({**ONE_SEED_TRAINER, **over}))
+    refused(tmp_path, capsys, ["run", "c.yaml"], field)
+
+
+def test_device_cuda_without_cuda_is_refused_before_anything_starts(tmp_path: Path, capsys, monkeypatch) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: device cuda is valid here")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    write(tmp_path / "c.yaml", yaml.safe_dump({**ONE_SEED_TRAINER, "trainer": {"device": "cuda"}}))
+    refused(tmp_path, capsys, ["run", "c.yaml"], "trainer.device")
+    refused(tmp_path, capsys, ["train", "--set", "device=cuda"], "device")
+
+
+def test_sweep_train_refuses_more_processes_than_the_machine_can_run(tmp_path: Path, capsys) -> None:
+    refused(tmp_path, capsys, ["train", "--nproc", "1000"], "--nproc")
+
+
+def test_confirm_on_a_sweep_that_never_saved_tune_state_is_one_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "sweeps" / "ok" / "tune").mkdir(parents=True)
+    write(tmp_path / "sweeps" / "ok" / "sweep.yaml", yaml.safe_dump(VALID))
+    refused(tmp_path, capsys, ["confirm", "ok", "--storage", "sweeps"], "name")

@@ -384,6 +384,36 @@ class TrainConfig:
         return max(1, math.ceil(self.horizon.tokens / self.tokens_per_step(world_size)))
 
 
+def check_runs_here(cfg: "TrainConfig", processes: int, where: str = "trainer",
+                    processes_field: str = "--nproc") -> None:
+    """Refuse, before any process starts, what cannot run on *this* machine: more processes than it has CPUs
+    (or, with device cuda, CUDA devices), `device: cuda` without CUDA, a data folder that is missing or was
+    never prepared. Only for runs that stay on this machine (`sweep train`, a sweep on a local Ray): a config
+    is also valid for a cluster whose nodes have what this one lacks. `where`: the config section's path."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    if cfg.device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus == 0:
+            raise ConfigError(f"{where}.device" if where else "device", "cuda, but this machine has no CUDA device")
+        if processes > gpus:
+            raise ConfigError(f"{where}.device" if where else "device",
+                              f"cuda with {processes} processes ({processes_field}), but this machine has {gpus} "
+                              "CUDA devices")
+    elif processes > 4 * cpus:
+        raise ConfigError(processes_field, f"{processes} processes on a machine with {cpus} CPUs (at most {4 * cpus})")
+    if not cfg.data.bundled:
+        folder = Path(cfg.data.dir).expanduser()
+        field = f"{where}.data.dir" if where else "data.dir"
+        if not folder.is_dir():
+            raise ConfigError(field, f"{folder} is not a folder (make one with: sweep data prepare ... --out {folder})")
+        if not (folder / "meta.json").is_file():
+            raise ConfigError(field, f"{folder} holds no meta.json: not a folder made by sweep data prepare")
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping from `path`; any problem (I/O, encoding, syntax, duplicate keys, not a mapping) is a
     one-line ConfigError on `config` (`trainable.yaml_input`)."""

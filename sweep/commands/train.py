@@ -16,7 +16,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from trainable.config import TrainConfig, apply_overrides, load_yaml
+from trainable.config import TrainConfig, apply_overrides, check_runs_here, load_yaml
 
 DEFAULT_CONFIG = "tiny.yaml"
 
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         config_path = Path(args.config) if args.config else default_path
         # Validate in the parent: a bad config must not start any process.
         cfg = TrainConfig.from_dict(apply_overrides(load_yaml(config_path), args.overrides))
+        check_runs_here(cfg, args.nproc, where="")
         if cfg.data.bundled:
             # Prepare the bundled corpus once here rather than racing to it from every rank.
             print("sweep train: preparing the bundled corpus (once) ...", flush=True)
