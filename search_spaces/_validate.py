@@ -62,7 +62,7 @@ def no_unknown_keys(d: dict, allowed: Collection[str], prefix: str = "") -> None
     """Refuse keys outside `allowed`: a typo such as ``hold_frc`` must not silently fall back to a default."""
     for key in d:
         if key not in allowed:
-            raise ConfigError(f"{prefix}{key}", f"unknown field; expected one of: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"{prefix}{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
 def total_steps(value: Any) -> int:
