@@ -62,7 +62,8 @@ def no_unknown_keys(d: dict, allowed: Collection[str], prefix: str = "") -> None
     """Refuse keys outside `allowed`: a typo such as ``hold_frc`` must not silently fall back to a default."""
     for key in d:
         if key not in allowed:
-            raise ConfigError(f"{prefix}{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            name = key if isinstance(key, str) and key.strip() and key.isprintable() else repr(key)
+            raise ConfigError(f"{prefix}{name}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
 def total_steps(value: Any) -> int:

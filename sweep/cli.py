@@ -23,8 +23,14 @@ class OneLineParser(argparse.ArgumentParser):
     its usage block first, under another prefix); the usage is for `-h`."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"sweep: error: {_field_first(message)} (see '{self.prog} -h')", file=sys.stderr)
+        print(f"sweep: error: {one_line(_field_first(message))} (see '{self.prog} -h')", file=sys.stderr)
         raise SystemExit(2)
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped (a key or value from a bad input may hold
+    them): every error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _field_first(message: str) -> str:
@@ -49,8 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for info in sorted(pkgutil.iter_modules(sweep.commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"sweep.commands.{info.name}")
+        before = set(subparsers.choices)
         module.register(subparsers)
+        for name in set(subparsers.choices) - before:
+            _describe(subparsers.choices[name], module.__doc__ or "")
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser, doc: str) -> None:
+    """Give `parser` (and the actions under it, e.g. `data prepare`) its command module's docstring, which
+    opens with what the command does and its examples, as the `-h` description where it has none."""
+    examples = [line for line in doc.splitlines() if line.strip().startswith("sweep ") and line.startswith("    ")]
+    if parser.description is None:
+        parser.description = doc.strip()
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines
+    elif parser.epilog is None and examples:
+        parser.epilog = "examples:\n" + "\n".join(examples)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:  # argparse has no public way to list a parser's subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _describe(sub, doc)
 
 
 def _version() -> str:
@@ -68,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = args.func(args)
     except ConfigError as err:
-        print(f"sweep: error: {err}", file=sys.stderr)
+        print(f"sweep: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     return int(code or 0)
 

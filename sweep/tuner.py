@@ -375,6 +375,25 @@ def restore_tuner(cfg: SweepConfig):
     )
 
 
+def check_before_start(cfg: SweepConfig) -> None:
+    """Everything about `cfg` that can be refused before Ray starts and before any file is written: the
+    storage can hold the sweep folder, the stores' drivers are installed here, and, for a local Ray (no
+    RAY_ADDRESS), that this machine can hold one group and run its trainer config."""
+    import ray
+
+    if (why := storage.unwritable(cfg.storage)) is not None:
+        raise ConfigError("storage", f"cannot hold the sweep folder {cfg.sweep_dir}: {why}")
+    # The stores this run opens: their database drivers must be installed where it runs.
+    check_tracking_uri(cfg.tracking_uri, "mlflow.tracking_uri", need_driver=True)
+    if cfg.optuna.storage is not None:
+        check_database_url(cfg.optuna.storage, "optuna.storage", need_driver=True)
+    if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
+        # A local cluster is this machine: refuse a group it can never hold before spending Ray's start on it.
+        concurrency(cfg, local_resources(cfg.resources.use_gpu), where="this machine (no RAY_ADDRESS: a local Ray)")
+        if cfg.trainer is not None:
+            check_runs_here(cfg.trainer, cfg.resources.workers, processes_field="resources.workers")
+
+
 def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = None):
     """Run (`new`), continue (`resume`) or restart (`overwrite`) the sweep `cfg`; returns Tune's ResultGrid.
 
@@ -394,17 +413,7 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
     if mode == "resume" and not exists:
         raise ConfigError("name", f"no sweep {cfg.name!r} to resume in {cfg.storage}")
 
-    if (why := storage.unwritable(cfg.storage)) is not None:
-        raise ConfigError("storage", f"cannot hold the sweep folder {cfg.sweep_dir}: {why}")
-    # The stores this run opens: their database drivers must be installed where it runs.
-    check_tracking_uri(cfg.tracking_uri, "mlflow.tracking_uri", need_driver=True)
-    if cfg.optuna.storage is not None:
-        check_database_url(cfg.optuna.storage, "optuna.storage", need_driver=True)
-    if not os.environ.get("RAY_ADDRESS") and not ray.is_initialized():
-        # A local cluster is this machine: refuse a group it can never hold before spending Ray's start on it.
-        concurrency(cfg, local_resources(cfg.resources.use_gpu), where="this machine (no RAY_ADDRESS: a local Ray)")
-        if cfg.trainer is not None:
-            check_runs_here(cfg.trainer, cfg.resources.workers, processes_field="resources.workers")
+    check_before_start(cfg)
     init_ray()
     max_concurrent = concurrency(cfg, ray.cluster_resources())
     if mode == "overwrite" and exists:

@@ -227,7 +227,7 @@ def _wilcoxon_pvalue(diffs: list[float]) -> float:
 # ---- a family of comparisons ----------------------------------------------------------------------------
 def check_correction(name: str, field: str = "verdict.correction") -> str:
     """`name` if it is one of CORRECTIONS, else a ConfigError naming `field`."""
-    if name not in CORRECTIONS:
+    if not isinstance(name, str) or name not in CORRECTIONS:
         raise ConfigError(field, f"expected one of {', '.join(CORRECTIONS)}, got {name!r}")
     return name
 

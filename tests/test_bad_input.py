@@ -264,3 +264,14 @@ def test_confirm_on_a_sweep_that_never_saved_tune_state_is_one_line(tmp_path: Pa
     (tmp_path / "sweeps" / "ok" / "tune").mkdir(parents=True)
     write(tmp_path / "sweeps" / "ok" / "sweep.yaml", yaml.safe_dump(VALID))
     refused(tmp_path, capsys, ["confirm", "ok", "--storage", "sweeps"], "name")
+
+
+@pytest.mark.parametrize("command", [["run"], ["resume"], ["report"], ["confirm"], ["plan-seeds"], ["train"],
+                                     ["schedules", "list"], ["schedules", "plot"], ["data", "prepare"]])
+def test_every_subcommand_help_has_a_description_and_an_example(capsys, command: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "-h"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert any(line.strip().startswith(f"sweep {' '.join(command)}") for line in out.splitlines()), out
+    assert len(out.split("\n\n")[1].strip()) > 20, out  # a description after the usage block

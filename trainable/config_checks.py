@@ -14,7 +14,9 @@ def check_keys(d: Any, allowed: set[str], path: str) -> dict:
         raise ConfigError(path, f"expected a mapping, got {type(d).__name__}")
     for key in d:
         if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
+            # An empty or odd key is shown quoted, so the message still names it ('' rather than nothing).
+            name = key if isinstance(key, str) and key.strip() and key.isprintable() else repr(key)
+            where = f"{path}.{name}" if path else name
             raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
     return d
 

@@ -147,7 +147,7 @@ def list_laws() -> list[str]:
 
 def get_law(name: str) -> MultiPowerLaw:
     """A preset by name; raises `ConfigError` (field ``law``) listing the names otherwise."""
-    if name not in LAW_PRESETS:
+    if not isinstance(name, str) or name not in LAW_PRESETS:
         raise ConfigError("law", f"unknown law preset {name!r} (known: {', '.join(LAW_PRESETS)})")
     return LAW_PRESETS[name]
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from search_spaces.base import Schedule
 from search_spaces.errors import ConfigError
+from trainable.config_checks import check_keys
 from trainable.loss_law import MultiPowerLaw, get_law, infer_warmup_steps
 from trainable.reporting import Hooks, Report, TrainResult
 
@@ -124,10 +125,7 @@ class SimulatorConfig:
         """From a YAML/JSON mapping; unknown keys raise `ConfigError`."""
         if not isinstance(d, dict):
             raise ConfigError("simulator", f"expected a mapping, got {type(d).__name__}")
-        allowed = {f.name for f in fields(cls)}
-        for key in d:
-            if key not in allowed:
-                raise ConfigError(str(key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        check_keys(d, {f.name for f in fields(cls)}, "")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""``sweep data prepare``: tokenize a corpus into llm.c GPT-2 shards (FineWeb, local files or the bundled wiki)."""
+"""``sweep data prepare``: tokenize a corpus into llm.c GPT-2 shards (FineWeb, local files or the bundled wiki).
+
+    sweep data prepare --bundled                                   # the offline corpus, into the shared cache
+    sweep data prepare --files 'corpus/*.jsonl' --out data/mine    # local .txt/.jsonl/.parquet files
+    sweep data prepare --dataset HuggingFaceFW/fineweb --out data/fineweb --max-tokens 100000000
+"""
 
 from __future__ import annotations
 

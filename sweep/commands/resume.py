@@ -1,5 +1,8 @@
 """``sweep resume NAME [--storage PATH]``: continue an interrupted sweep from its storage.
 
+    sweep resume demo                          # the sweep in ./sweeps/demo
+    sweep resume gpt2-124m --storage /shared/sweeps
+
 Finished groups are kept; unfinished and errored groups continue from their seeds' last checkpoints under
 the same trial ids; the Optuna searcher and ASHA's rungs are restored. The config is the one the sweep was
 started with (`<storage>/<NAME>/sweep.yaml`).

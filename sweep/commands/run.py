@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 def execute(cfg: SweepConfig, mode: str) -> int:
     """Run the sweep and print where its results are; exit code 1 when a group errored."""
-    from sweep.tuner import prepare_data, run_sweep, stop_requested, sweep_exists
+    from sweep.tuner import check_before_start, prepare_data, run_sweep, stop_requested, sweep_exists
 
     from search_spaces.errors import ConfigError
 
@@ -62,6 +62,7 @@ def execute(cfg: SweepConfig, mode: str) -> int:
 
     # Secrets from the environment or the config must not reach the driver's output (docs/cluster.md).
     install_log_redaction(config_secrets(cfg.to_dict()))
+    check_before_start(cfg)  # before the bundled corpus is prepared: bad input creates nothing
     prepare_data(cfg)
     grid = run_sweep(cfg, mode)
     errors = [r for r in grid if r.error is not None]
