@@ -39,7 +39,9 @@ class TrialView:
 
     @classmethod
     def of(cls, trial: Any) -> "TrialView":
-        return cls(str(trial.trial_id), dict(trial.config or {}), dict(trial.last_result or {}), str(trial.status))
+        """The view of a Tune trial (or of any object with a `trial_id` and `config`; the rest may be missing)."""
+        return cls(str(trial.trial_id), dict(getattr(trial, "config", None) or {}),
+                   dict(getattr(trial, "last_result", None) or {}), str(getattr(trial, "status", "RUNNING")))
 
 
 @dataclass(frozen=True)
