@@ -275,3 +275,10 @@ def test_every_subcommand_help_has_a_description_and_an_example(capsys, command:
     assert exit_.value.code == 0
     assert any(line.strip().startswith(f"sweep {' '.join(command)}") for line in out.splitlines()), out
     assert len(out.split("\n\n")[1].strip()) > 20, out  # a description after the usage block
+
+
+def test_preset_sources_name_the_seed_not_a_path_on_some_machine(capsys) -> None:
+    assert main(["schedules", "list", "-v"]) == 0
+    sources = [line for line in capsys.readouterr().out.splitlines() if "source:" in line]
+    assert any("seed 000" in line for line in sources)
+    assert not any(line.split("source:", 1)[1].strip().startswith(("/", "~", ".")) for line in sources), sources
