@@ -236,7 +236,7 @@ ONE_SEED_TRAINER = {"name": "t", "search_space": "wsd", "baselines": ["constant"
     ({"storage": "/proc/x"}, "storage"),
     ({"storage": "c.yaml/sub"}, "storage"),
     ({"trainer": {"data": {"dir": "no-such-folder", "bundled": False}}}, "trainer.data.dir"),
-    ({"trainer": {"data": {"dir": ".", "bundled": False}}}, "trainer.data.dir"),  # no meta.json
+    ({"trainer": {"data": {"dir": ".", "bundled": False}}}, "trainer.data.dir"),  # no shards in it
 ])
 def test_a_sweep_that_cannot_run_here_is_refused_before_ray_starts(tmp_path: Path, capsys, monkeypatch, over,
                                                                     field) -> None:

@@ -387,8 +387,8 @@ class TrainConfig:
 def check_runs_here(cfg: "TrainConfig", processes: int, where: str = "trainer",
                     processes_field: str = "--nproc") -> None:
     """Refuse, before any process starts, what cannot run on *this* machine: more processes than it has CPUs
-    (or, with device cuda, CUDA devices), `device: cuda` without CUDA, a data folder that is missing or was
-    never prepared. Only for runs that stay on this machine (`sweep train`, a sweep on a local Ray): a config
+    (or, with device cuda, CUDA devices), `device: cuda` without CUDA, a data folder that is missing or holds
+    no train/val shards. Only for runs that stay on this machine (`sweep train`, a sweep on a local Ray): a config
     is also valid for a cluster whose nodes have what this one lacks. `where`: the config section's path."""
     import os
 
@@ -410,8 +410,12 @@ def check_runs_here(cfg: "TrainConfig", processes: int, where: str = "trainer",
         field = f"{where}.data.dir" if where else "data.dir"
         if not folder.is_dir():
             raise ConfigError(field, f"{folder} is not a folder (make one with: sweep data prepare ... --out {folder})")
-        if not (folder / "meta.json").is_file():
-            raise ConfigError(field, f"{folder} holds no meta.json: not a folder made by sweep data prepare")
+        from trainable.data.shards import list_shards
+
+        missing = [split for split in ("train", "val") if not list_shards(folder, split)]
+        if missing:  # what the loader needs, and nothing more (a folder of shards without meta.json is fine)
+            raise ConfigError(field, f"{folder} holds no {' and no '.join(f'{m}_*.bin' for m in missing)} shards: "
+                                     "not a prepared data folder (sweep data prepare)")
 
 
 def load_yaml(path: str | Path) -> dict:
