@@ -36,7 +36,7 @@ DEFAULT_SCHEDULE: dict[str, Any] = {
 
 # Bounds far above any model this project trains (GPT-2 XL: 48 layers, 25 heads, 1600 wide, 1024 context).
 _MODEL_MAX = {"n_layer": 1024, "n_head": 1024, "n_embd": 65536, "block_size": 1_048_576, "vocab_size": 10_000_000}
-MAX_LR = 10.0  # AdamW diverges far below this; a larger lr is a typo (1e30)
+MAX_LR = 1000.0  # AdamW diverges far below this (tests force divergence with tens); beyond it a typo (1e30)
 
 
 @dataclass(frozen=True)
