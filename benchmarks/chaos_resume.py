@@ -11,7 +11,7 @@ sweep is resumed until it ends. The kill points are printed with their seed, so 
 Then every layer is checked (`check_sweep`):
 - Tune: every group present once (baselines + budget trial ids), each ended (finished or stopped by ASHA);
 - every group's results identical to an uninterrupted in-process run of its config
-  (`sweep.sim_trial.SimulatedGroup`; a result reported before a kill may come again after it, identically);
+  (`sweep.engine.sim_trial.SimulatedGroup`; a result reported before a kill may come again after it, identically);
 - Optuna (sqlite): trials = budget, none RUNNING, no two with identical params, COMPLETE = the searched
   groups that finished;
 - MLflow: one group run per group and one seed run per seed (no duplicate names), each group run's final
@@ -190,7 +190,8 @@ def check_sweep(folder: Path, budget: int) -> list[str]:
     import mlflow
     import optuna
 
-    from sweep.sim_trial import SimulatedGroup
+    from sweep.core.trial_spec import TrialSpec
+    from sweep.engine.sim_trial import SimulatedGroup
 
     problems: list[str] = []
     sweep_dir = folder / "sweeps" / "chaos"
@@ -206,7 +207,7 @@ def check_sweep(folder: Path, budget: int) -> list[str]:
             continue
         # The uninterrupted run, in this process and without the simulated step delay (it changes no value).
         reference = {**t["config"], "simulator": {**t["config"]["simulator"], "step_delay_s": 0.0}}
-        expected = {r["step"]: r for r in SimulatedGroup(reference, t["id"]).results()}
+        expected = {r["step"]: r for r in SimulatedGroup(TrialSpec.from_config(reference), t["id"]).results()}
         for r in rows:
             want = expected.get(r["step"])
             if want is None or json.dumps(_untimed(r, want), sort_keys=True) != json.dumps(_untimed(want, want),

@@ -4,7 +4,7 @@ rung metric (raw, cooldown, predicted), all over seed groups.
     python benchmarks/search_efficiency.py [--space full] [--repeats 8] [--budget 64] [--random-budget 48]
                                            [--out benchmarks/search_efficiency.json]
 
-What runs: the service's own pieces, in this process. Each group is a `sweep.sim_trial.SimulatedGroup` (the
+What runs: the service's own pieces, in this process. Each group is a `sweep.engine.sim_trial.SimulatedGroup` (the
 simulated group trial's seeds, `GroupAggregator`, the rung metric); TPE + ASHA sweeps drive the real
 `GroupSearcher` (Optuna TPE) and `PersistentASHA` (Ray's ASHA) through the calls Tune makes
 (`suggest`, `on_trial_result`, `on_trial_complete`), with `--concurrency` groups in flight advancing one
@@ -49,10 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_spaces import get_search_space, schedule_from_dict  # noqa: E402
 from sweep.config import SchedulerSection  # noqa: E402
-from sweep.rung_metrics import RUNG_KEY  # noqa: E402
-from sweep.scheduler import PersistentASHA  # noqa: E402
-from sweep.searcher import METRIC, MODE, GroupSearcher  # noqa: E402
-from sweep.sim_trial import SimulatedGroup  # noqa: E402
+from sweep.engine.rung_metrics import RUNG_KEY  # noqa: E402
+from sweep.engine.scheduler import PersistentASHA  # noqa: E402
+from sweep.engine.searcher import METRIC, MODE, GroupSearcher  # noqa: E402
+from sweep.core.trial_spec import TrialSpec  # noqa: E402
+from sweep.engine.sim_trial import SimulatedGroup  # noqa: E402
 from trainable.simulator import SimulatorConfig, noiseless_final_loss  # noqa: E402
 
 METHODS = ("random", "asha_raw", "asha_cooldown", "asha_predicted")
@@ -235,7 +236,7 @@ def run_sweep(setup: Setup, method: str, budget: int, concurrency: int, repeat: 
                 return False
             schedule = suggestion["schedule"]
             scheduler.on_trial_add(None, _Trial(tid))
-        sim = SimulatedGroup(setup.trial_config(schedule, metric, noise_seed=repeat), tid)
+        sim = SimulatedGroup(TrialSpec.from_config(setup.trial_config(schedule, metric, noise_seed=repeat)), tid)
         running.append(Group(tid, schedule, sim, sim.results(), true_final=true_final(schedule)))
         started += 1
         return True
@@ -290,7 +291,7 @@ def rung_correlations(setup: Setup, n_shapes: int, seed: int) -> dict[str, dict[
     for metric in ("raw", "cooldown", "predicted"):
         values = np.full((n_shapes, len(probes)), np.nan)
         for i, schedule in enumerate(shapes):
-            sim = SimulatedGroup(setup.trial_config(schedule, metric, noise_seed=seed), f"c{i}")
+            sim = SimulatedGroup(TrialSpec.from_config(setup.trial_config(schedule, metric, noise_seed=seed)), f"c{i}")
             for result in sim.results():
                 for j, p in enumerate(probes):
                     if np.isnan(values[i, j]) and result["step"] >= p and result["status"] == "running":

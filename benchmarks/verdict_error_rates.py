@@ -2,9 +2,9 @@
 
     python benchmarks/verdict_error_rates.py [--reports 2000] [--out benchmarks/verdict_error_rates.json]
 
-Every number comes from the code a user runs: `sweep.report_content.compare_with_baselines` (the sweep report's
+Every number comes from the code a user runs: `sweep.analysis.content.compare_with_baselines` (the sweep report's
 verdicts: ranking, family, correction) and `sweep.confirm.select_finalists` + `sweep.confirm.confirm_seeds` +
-`sweep.confirm_report.delta_points` (the confirmation's). Only the groups' per-seed final losses are made here,
+`sweep.confirm.report.delta_points` (the confirmation's). Only the groups' per-seed final losses are made here,
 by the loss-curve simulator (`trainable.simulator`: the mpl_25m law at T = 24,000 steps, noise_std 0.0015,
 seed offset 0.001, so the std of a paired per-seed difference is sqrt(2) x 0.0015 = 0.0021 nats). Each repeat
 draws new noise (`noise_seed`); the shapes stay the same.
@@ -27,7 +27,7 @@ Figures, each over `--reports` repeats, with Wilson 95 % intervals for the Monte
   the confirmation's verdicts for that finalist at 1x on 5 seeds, on fresh seeds (the default) and on the
   sweep's own seeds reused, with the old rule (95 % interval, no correction) and the new one (Holm at 0.01);
 - power against the planner: one shape truly better by EFFECT against one baseline, 5 seeds, alpha 0.01, and
-  in a family of `--shapes` x 1 comparisons: the share called "better" next to `sweep.seed_planner`'s exact
+  in a family of `--shapes` x 1 comparisons: the share called "better" next to `sweep.stats.planning`'s exact
   power at the family's per-comparison level.
 """
 
@@ -40,7 +40,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
@@ -53,13 +53,13 @@ from scipy import optimize  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from search_spaces import schedule_from_dict  # noqa: E402
-from sweep.confirm import SweepGroup, confirm_seeds, select_finalists  # noqa: E402
-from sweep.confirm_report import delta_points  # noqa: E402
-from sweep.progress import FINISHED, GroupOutcome  # noqa: E402
-from sweep.report_content import compare_with_baselines  # noqa: E402
-from sweep.report_data import GroupRecord  # noqa: E402
-from sweep.seed_planner import family_alpha, paired_power  # noqa: E402
-from sweep.verdicts import CALLED, CORRECTIONS, family_verdicts  # noqa: E402
+from sweep.confirm.plan import confirm_seeds, select_finalists  # noqa: E402
+from sweep.confirm.report import delta_points  # noqa: E402
+from sweep.core.status import FINISHED  # noqa: E402
+from sweep.core.outcome import GroupOutcome  # noqa: E402
+from sweep.analysis.content import compare_with_baselines  # noqa: E402
+from sweep.stats.planning import family_alpha, paired_power  # noqa: E402
+from sweep.stats.verdicts import CALLED, CORRECTIONS, family_verdicts  # noqa: E402
 from trainable.simulator import SimulatorConfig, noiseless_final_loss, simulated_losses  # noqa: E402
 
 T = 24_000
@@ -112,7 +112,7 @@ class World:
         return World(tuple(shapes), tuple([False] * (n_shapes - n_true) + [True] * n_true), base)
 
 
-def sweep_records(world: World, cfg: SimulatorConfig, seeds: Sequence[int]) -> list[GroupRecord]:
+def sweep_records(world: World, cfg: SimulatorConfig, seeds: Sequence[int]) -> list[GroupOutcome]:
     """The groups of one simulated sweep as `sweep report` reads them back (every group finished)."""
     out = []
     for i, s in enumerate(world.baselines):
@@ -122,16 +122,16 @@ def sweep_records(world: World, cfg: SimulatorConfig, seeds: Sequence[int]) -> l
     return out
 
 
-def _record(gid: str, label: str, values: dict[str, float], schedule) -> GroupRecord:
-    outcome = GroupOutcome(gid, label, FINISHED, T, values, {})
-    return GroupRecord(outcome=outcome, run_id="", seed_runs={k: "" for k in values}, schedule=schedule)
+def _record(gid: str, label: str, values: dict[str, float], schedule) -> GroupOutcome:
+    return GroupOutcome(gid, label, FINISHED, T, values, {}, run_id="", seed_runs={k: "" for k in values},
+                        schedule=schedule)
 
 
 def _calls(rows) -> list:
     return [r.comparison for r in rows if r.comparison is not None and r.comparison.verdict in CALLED]
 
 
-def report_verdicts(groups: Sequence[GroupRecord], corrections: Sequence[str]) -> dict[str, list]:
+def report_verdicts(groups: Sequence[GroupOutcome], corrections: Sequence[str]) -> dict[str, list]:
     """The comparisons a sweep report would call under each correction, the calls only.
 
     `compare_with_baselines` once (it makes the paired comparisons, the family and the checks), then
@@ -193,12 +193,11 @@ def mixed_family(reports: int, n_shapes: int = 30, n_true: int = 6, n_baselines:
             "power": {c: rate(found[c], reports * n_true_pairs) for c in corrections}}
 
 
-def _sweep_groups(world: World, records: Sequence[GroupRecord]) -> list[SweepGroup]:
+def _sweep_groups(world: World, records: Sequence[GroupOutcome]) -> list[GroupOutcome]:
     out = []
     for g in records:
         baseline = g.label if g.is_baseline else None
-        out.append(SweepGroup(g.group_id, {"baseline": baseline, "schedule": {}, "seeds": list(g.outcome.final_val_loss)},
-                              g.outcome))
+        out.append(replace(g, config={"baseline": baseline, "schedule": {}, "seeds": list(g.final_val_loss)}))
     return out
 
 
@@ -239,10 +238,10 @@ def selection(reports: int, n_shapes: int = 30, n_baselines: int = 5, n_seeds: i
             "confirm_better_than_one_baseline": {k: rate(v, reports) for k, v in better_first.items()}}
 
 
-def _stage_group(gid: str, baseline: str | None, values: dict[str, float]) -> SweepGroup:
+def _stage_group(gid: str, baseline: str | None, values: dict[str, float]) -> GroupOutcome:
     config = {"baseline": baseline, "source_group": gid if baseline is None else None, "schedule": {},
               "seeds": [int(s) for s in values]}
-    return SweepGroup(f"c-{gid}", config, GroupOutcome(f"c-{gid}", baseline or "search", FINISHED, T, values, {}))
+    return GroupOutcome(f"c-{gid}", baseline or "search", FINISHED, T, values, {}, config=config)
 
 
 def power_vs_planner(reports: int, n_seeds: int = 5, family_shapes: int = 30, first_noise_seed: int = 300_000) -> dict:

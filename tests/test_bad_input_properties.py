@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import sweep.tuner
+import sweep.engine.tuner
 from sweep.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_every_input_is_refused_in_one_line_or_reaches_the_start(tmp_path_factor
     def guard() -> None:
         raise WouldStartRay
 
-    monkeypatch.setattr(sweep.tuner, "init_ray", guard)
+    monkeypatch.setattr(sweep.engine.tuner, "init_ray", guard)
     if command == "run":
         (root / "c.yaml").write_bytes(raw)
         argv = ["run", "c.yaml"]
@@ -158,7 +158,7 @@ def test_every_shipped_config_reaches_the_start_unchanged(tmp_path: Path, monkey
     # The control: unmutated configs are accepted (on this machine, the cluster ones only need RAY_ADDRESS set,
     # as under `ray job submit`, for the machine checks to leave them to the cluster).
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sweep.tuner, "init_ray", lambda: (_ for _ in ()).throw(WouldStartRay()))
+    monkeypatch.setattr(sweep.engine.tuner, "init_ray", lambda: (_ for _ in ()).throw(WouldStartRay()))
     data = yaml.safe_load(config.read_text())
     data["storage"] = str(tmp_path / "sweeps")
     if "gpt2" in config.name:

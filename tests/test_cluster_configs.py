@@ -3,7 +3,7 @@
 Manifests: GPU counts (a CPU head, 8-GPU workers), /dev/shm sized, NCCL settings, credentials only through
 `secretKeyRef`, Ray token auth in every Ray container, the sweep storage and data on the shared PVC, every
 Service ClusterIP (nothing public), and RayJob entrypoints that the real `sweep` CLI parses, naming configs
-in the repo that validate. The cluster is big enough for the configs' groups (`sweep.tuner.concurrency`,
+in the repo that validate. The cluster is big enough for the configs' groups (`sweep.engine.tuner.concurrency`,
 the driver's own rule). Sweep configs: matched horizons, 3 seeds, the seed 000/003 baselines, and the
 written GPU-hour figures agree with the config and the model they name.
 """
@@ -24,8 +24,8 @@ from packaging.requirements import Requirement
 
 from sweep.cli import build_parser
 from sweep.config import SweepConfig
-from sweep.secrets import is_secret_key
-from sweep.tuner import concurrency
+from sweep.core.secrets import is_secret_key
+from sweep.engine.resources import concurrency
 from trainable.model import GPT
 
 REPO = Path(__file__).resolve().parents[1]

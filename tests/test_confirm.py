@@ -30,7 +30,7 @@ from test_mlflow_layout import check_sweep_layout  # noqa: E402
 from test_sweep_run_helpers import ray_env  # noqa: E402
 
 from search_spaces import schedule_from_dict  # noqa: E402
-from sweep.confirm import read_groups  # noqa: E402
+from sweep.confirm.plan import read_groups  # noqa: E402
 from trainable.simulator import SimulatorConfig, simulate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,13 +125,13 @@ def test_confirm_two_horizons_three_seeds_killed_and_resumed(tmp_path: Path) -> 
         assert set(results) == {g.group_id for g in groups}
         for g in groups:
             # Fresh seeds: the smallest integers the sweep (seeds 0, 1) never ran.
-            assert g.config["seeds"] == [2, 3, 4] and g.outcome.status == "finished" and g.outcome.step == horizon
+            assert g.config["seeds"] == [2, 3, 4] and g.status == "finished" and g.step == horizon
             steps = [r["step"] for r in results[g.group_id]]
             # No step lost; a step reported before the kill may come again after the restore, never out of order.
             assert sorted(set(steps)) == list(range(250, horizon + 1, 250)) and steps == sorted(steps), steps
         fin = next(g for g in groups if g.config.get("source_group") == finalist.group_id)
         base = next(g for g in groups if g.config["baseline"] == "nanogpt_cosine")
-        diffs = [fin.outcome.final_val_loss[s] - base.outcome.final_val_loss[s] for s in ("2", "3", "4")]
+        diffs = [fin.final_val_loss[s] - base.final_val_loss[s] for s in ("2", "3", "4")]
         deltas[label] = math.fsum(diffs) / 3
         check_sweep_layout(f"sqlite:///{storage}/sim/mlflow.db", "sim", f"sim.confirm-{label}", seeds=[2, 3, 4],
                            groups=[g.group_id for g in groups])
@@ -144,7 +144,7 @@ def test_confirm_two_horizons_three_seeds_killed_and_resumed(tmp_path: Path) -> 
     shape = schedule_from_dict(finalist.config["schedule"])
     for seed in (2, 3, 4):
         expected = simulate(sim_cfg, shape, seed).final_metrics["val_loss"]
-        assert fin1.outcome.final_val_loss[str(seed)] == pytest.approx(expected, abs=1e-12)
+        assert fin1.final_val_loss[str(seed)] == pytest.approx(expected, abs=1e-12)
 
     # MLflow: the stage runs hang under the sweep's run; the report and its deltas are logged there.
     client = MlflowClient(f"sqlite:///{storage}/sim/mlflow.db")

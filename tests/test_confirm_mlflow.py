@@ -10,7 +10,9 @@ from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
 
-from sweep.mlflow_tracking import TAG_LAST_STEP, MLflowSweepCallback, find_sweep_run
+from sweep.tracking.tags import TAG_LAST_STEP
+from sweep.tracking.callback import MLflowSweepCallback
+from sweep.tracking.queries import find_sweep_run
 
 
 def result(step: int) -> dict:

@@ -12,11 +12,12 @@ from ray.tune.search import Searcher
 from search_spaces.errors import ConfigError
 from sweep.cli import main
 from sweep.config import SweepConfig
-from sweep.confirm import (SweepGroup, confirm_seeds, parse_horizons, select_finalists, stage_config, stage_groups,
-                           stage_name)
-from sweep.confirm_report import DeltaPoint, delta_points, render_markdown, trend_words
-from sweep.progress import FINISHED, PRUNED, GroupOutcome
-from sweep.searcher import FixedGroupSearcher
+from sweep.core.outcome import GroupOutcome
+from sweep.confirm.plan import confirm_seeds, select_finalists, stage_config, stage_groups, stage_name
+from sweep.config.confirm_settings import parse_horizons
+from sweep.confirm.report import DeltaPoint, delta_points, render_markdown, trend_words
+from sweep.core.status import FINISHED, PRUNED
+from sweep.engine.searcher import FixedGroupSearcher
 
 
 def sim_sweep(tmp_path: Path, **over) -> SweepConfig:
@@ -27,9 +28,9 @@ def sim_sweep(tmp_path: Path, **over) -> SweepConfig:
 
 
 def group(gid: str, losses: dict[str, float], status: str = FINISHED, baseline: str | None = None,
-          **config) -> SweepGroup:
+          **config) -> GroupOutcome:
     cfg = {"schedule": {"preset": "constant"}, "baseline": baseline, "seeds": [int(s) for s in losses], **config}
-    return SweepGroup(gid, cfg, GroupOutcome(gid, baseline or "search", status, 100, losses, {}))
+    return GroupOutcome(gid, baseline or "search", status, 100, losses, {}, config=cfg)
 
 
 def test_horizons_parse_sorted_and_refuse_nonsense() -> None:
@@ -210,7 +211,7 @@ def test_cli_refuses_bad_arguments_with_one_line_and_creates_nothing(tmp_path: P
 def test_confirm_block_gives_defaults_flags_win_and_bad_fields_are_named(tmp_path: Path, capsys) -> None:
     from sweep.cli import build_parser
     from sweep.commands.confirm import settings
-    from sweep.confirm import ConfirmSettings
+    from sweep.config.confirm_settings import ConfirmSettings
 
     path = tmp_path / "c.yaml"
     path.write_text("confirm: {top: 3, horizons: [1x, 4x], seeds: 4, lm_eval_tasks: [schedsweep_mc]}\n")

@@ -24,7 +24,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.requirements import Requirement
 
 from sweep.config import SweepConfig
-from sweep.secrets import is_secret_key
+from sweep.core.secrets import is_secret_key
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.mlflow_tracking import TAG_GROUP, TAG_KIND, TAG_STATUS
+from sweep.tracking.tags import TAG_GROUP, TAG_KIND, TAG_STATUS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_external_sweep import run_sweep_cli  # noqa: E402

@@ -55,8 +55,9 @@ from pathlib import Path
 import ray, ray.train
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
-from sweep.tuner import init_ray
-from trainable.ray_trainable import StopSignal, train_worker
+from sweep.engine.ray_session import init_ray
+from trainable.ray_trainable import train_worker
+from trainable.run_control import StopSignal
 
 tmp, script = Path(sys.argv[1]), sys.argv[2]
 init_ray()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_sweep_run_helpers import ray_env  # noqa: E402
 
 from search_spaces import get_preset  # noqa: E402
-from sweep.confirm import read_groups  # noqa: E402
+from sweep.confirm.plan import read_groups  # noqa: E402
 from trainable.simulator import SimulatorConfig, noiseless_final_loss  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_null_shapes_get_no_verdict_the_true_gap_is_found_and_baselines_always_f
     # value recorded before it, linear_to_zero's), and its value is recorded there for the other groups' cut-offs.
     groups = {g.config["baseline"] or g.group_id: g for g in read_groups(str(storage / "honest"))}
     for name in ("constant", "linear_to_zero"):
-        assert groups[name].outcome.status == "finished" and groups[name].outcome.step == 24000
+        assert groups[name].status == "finished" and groups[name].step == 24000
     rungs = {float(m): rec for m, rec in json.loads((storage / "honest" / "asha_state.json").read_text())["rungs"]}
     first = rungs[3000.0]
     const_id, ltz_id = groups["constant"].group_id, groups["linear_to_zero"].group_id

@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
 from sweep.config import SweepConfig
-from sweep.confirm import SweepGroup
-from sweep.confirm_lm_eval import evaluate_stage, final_checkpoint, log_to_mlflow
-from sweep.mlflow_tracking import MLflowSweepCallback
-from sweep.progress import GroupOutcome
+from sweep.core.outcome import GroupOutcome
+from sweep.confirm.lm_eval import evaluate_stage, final_checkpoint, log_to_mlflow
+from sweep.tracking.callback import MLflowSweepCallback
 from trainable.config import TrainConfig
 from trainable.data.shards import write_shard
 from trainable.data.tokenizer import gpt2_encoding
@@ -104,7 +103,7 @@ def test_local_tasks_through_lm_eval_and_into_mlflow(checkpoints, tmp_path: Path
                                    "scheduler": {"enabled": False},
                                    "storage": str(storage)})
     config = {"schedule": {"preset": "constant"}, "baseline": "constant", "seeds": [0, 1]}
-    group = SweepGroup("g1", config, GroupOutcome("g1", "constant", "finished", 12, {"0": 5.0, "1": 5.1}))
+    group = GroupOutcome("g1", "constant", "finished", 12, {"0": 5.0, "1": 5.1}, config=config)
     for seed, ckpt in checkpoints.items():  # where a stage's seed runs leave their final checkpoints
         shutil.copytree(ckpt, storage / stage.name / "train" / f"g1-seed{seed}" / ckpt.name)
     # The stage's MLflow runs, made by the sweep's own callback.

@@ -15,9 +15,11 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.mlflow_params import loggable_params, redact_uri
-from sweep.mlflow_pending import HeldBackWrites, TrialView, Write
-from sweep.mlflow_tracking import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP, MLflowSweepCallback, groups_from_mlflow
+from sweep.tracking.params import loggable_params, redact_uri
+from sweep.tracking.pending import HeldBackWrites, TrialView, Write
+from sweep.tracking.tags import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP
+from sweep.tracking.callback import MLflowSweepCallback
+from sweep.tracking.queries import groups_from_mlflow
 
 SCHEDULE = {"warmup_frac": 0.1, "hold_frac": 0.5, "shape": "cosine", "floor": 0.1}
 
@@ -170,7 +172,7 @@ def test_writes_are_held_back_in_order_only_while_the_store_does_not_answer(tmp_
             raise ConnectionError("refused")
         done.append(w.what)
 
-    caplog.set_level(logging.INFO, logger="sweep.mlflow_pending")
+    caplog.set_level(logging.INFO, logger="sweep.tracking.pending")
     writes = HeldBackWrites(apply, lambda: not down["now"], path=None)
     writes.submit(Write("a", "log", {}))
     assert done == ["a"] and not writes and "MLflow" not in caplog.text  # no outage, nothing said

@@ -13,7 +13,7 @@ from typing import Iterable
 
 from mlflow.tracking import MlflowClient
 
-from sweep.mlflow_tracking import (TAG_GROUP, TAG_KIND, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID)
+from sweep.tracking.tags import TAG_GROUP, TAG_KIND, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID
 
 # Group status tag -> MLflow run status (the sweep's contract, docs/contracts.md).
 RUN_STATUS = {"finished": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "error": "FAILED"}

@@ -28,9 +28,11 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from search_spaces import schedule_from_dict
-from sweep.mlflow_tracking import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_TRAIN_RUN,
-                                   MLflowSweepCallback, groups_from_mlflow)
-from sweep.progress import SweepProgress, groups_from_result_grid, leaderboard
+from sweep.tracking.tags import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_TRAIN_RUN)
+from sweep.tracking.callback import MLflowSweepCallback
+from sweep.tracking.queries import groups_from_mlflow
+from sweep.tracking.progress import SweepProgress, leaderboard
+from sweep.core.outcome import outcomes_from_result_grid
 from servers import mlflow_server, pids_with_env, short_tmp
 from test_mlflow_fixture import DIVERGED_PENALTY, group_trainable, seed_val_loss
 from test_mlflow_layout import check_sweep_layout
@@ -202,7 +204,7 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch, capsys):
 
         # The leaderboard reads the same from the MLflow store and from Tune's ResultGrid.
         from_mlflow = leaderboard(groups_from_mlflow(uri, "schedsweep-test", "layout"))
-        from_grid = leaderboard(groups_from_result_grid(grid))
+        from_grid = leaderboard(outcomes_from_result_grid(grid))
     assert from_mlflow == from_grid
     # The live progress printed every group's start and end, and the same leaderboard at the end.
     printed = progress_out.getvalue()
@@ -227,7 +229,7 @@ DRIVER = textwrap.dedent("""
     import os, sys
     import ray
     from ray import tune
-    from sweep.mlflow_tracking import MLflowSweepCallback
+    from sweep.tracking.callback import MLflowSweepCallback
     import test_mlflow_tune as t
     from test_mlflow_fixture import group_trainable
 

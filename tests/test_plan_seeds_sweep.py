@@ -13,7 +13,7 @@ import yaml
 
 from sweep.cli import main
 from sweep.config import DEMO_CONFIG, SweepConfig
-from sweep.seed_planner import family_alpha, required_seeds
+from sweep.stats.planning import family_alpha, required_seeds
 from test_report import Group, write_sweep
 from trainable.config import load_yaml
 

@@ -6,7 +6,8 @@ import io
 import pickle
 from types import SimpleNamespace
 
-from sweep.progress import GroupOutcome, SweepProgress, group_status, leaderboard, outcome_from_result
+from sweep.core.outcome import GroupOutcome, group_status, outcome_from_result
+from sweep.tracking.progress import SweepProgress, leaderboard
 
 
 def _group(gid, status, losses, label="search", step=100):

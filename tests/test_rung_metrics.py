@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from search_spaces import schedule_from_dict
-from sweep.group_results import GroupAggregator
-from sweep.group_trial import seed_trainer_config
-from sweep.rung_metrics import MAX_FIT_POINTS, RUNG_KEY, RungScorer, predict_seed_final, run_lrs
-from sweep.scheduler import PersistentASHA
+from sweep.engine.aggregation import GroupAggregator
+from sweep.engine.group_trial import seed_trainer_config
+from sweep.engine.rung_metrics import MAX_FIT_POINTS, RUNG_KEY, RungScorer, predict_seed_final, run_lrs
+from sweep.engine.scheduler import PersistentASHA
 from trainable.config import TrainConfig
 from trainable.simulator import SimulatorConfig, cooldown_probe_loss, iter_reports, noiseless_final_loss, probe_plan
+from sweep.core.trial_spec import TrialSpec
 
 QUIET = dict(total_steps=8000, eval_interval=250, noise_std=0.0, seed_offset_std=0.0)
 WSD_LATE = {"hold_frac": 0.9, "shape": "sqrt", "floor": 0.0}
@@ -187,7 +188,7 @@ def _rung_values(schedule: dict, metric: str, rungs: list[int]) -> dict[int, flo
     cfg = SimulatorConfig(**QUIET)
     config = {"backend": "simulator", "simulator": cfg.to_dict(), "schedule": schedule, "rung_metric": metric,
               "probe_steps": rungs, "cooldown_frac": 0.2}
-    scorer = RungScorer.from_trial_config(config)
+    scorer = RungScorer.from_spec(TrialSpec.from_config(config))
     agg = GroupAggregator([0], {}, scorer=scorer)
     sch = schedule_from_dict(schedule)
     out = {}
@@ -241,19 +242,19 @@ def test_trial_configs_give_lrs_and_the_trainer_its_probes(tmp_path: Path) -> No
     from test_sweep_run_helpers import tiny_sweep
 
     from sweep.config import SweepConfig
-    from sweep.tuner import trial_fixed_config
+    from sweep.config.trial import trial_spec
 
     d = tiny_sweep(tmp_path, scheduler={"grace_period": 4, "reduction_factor": 2, "rung_metric": "cooldown",
                                         "cooldown_frac": 0.25})
     cfg = SweepConfig.from_dict(d)
-    config = {**trial_fixed_config(cfg), "schedule": {"preset": "wsd_sqrt"}, "seeds": [0, 1]}
+    config = {**trial_spec(cfg).to_config(), "schedule": {"preset": "wsd_sqrt"}, "seeds": [0, 1]}
     assert config["probe_steps"] == [4, 8]
-    trainer = seed_trainer_config(config, 1)
+    trainer = seed_trainer_config(TrialSpec.from_config(config), 1)
     assert trainer["eval"]["probe_steps"] == [4, 8] and trainer["eval"]["probe_frac"] == 0.25
     assert TrainConfig.from_dict(trainer).eval.probe_steps == (4, 8)
-    raw = seed_trainer_config({**config, "rung_metric": "raw"}, 1)
+    raw = seed_trainer_config(TrialSpec.from_config({**config, "rung_metric": "raw"}), 1)
     assert not raw["eval"].get("probe_steps")
-    lrs = run_lrs(config)
+    lrs = run_lrs(TrialSpec.from_config(config))
     assert len(lrs) == 12 and lrs.max() == pytest.approx(3e-3)
     sim = {"backend": "simulator", "simulator": SimulatorConfig(total_steps=500).to_dict(), "schedule": {"preset": "constant"}}
-    assert len(run_lrs(sim)) == 500 and run_lrs(sim).max() == pytest.approx(3e-4)
+    assert len(run_lrs(TrialSpec.from_config(sim))) == 500 and run_lrs(TrialSpec.from_config(sim)).max() == pytest.approx(3e-4)

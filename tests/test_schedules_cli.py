@@ -8,7 +8,7 @@ import pytest
 
 from search_spaces import get_preset, list_presets, list_search_spaces
 from sweep.cli import main
-from sweep.schedule_plot import plot_schedules
+from sweep.core.schedule_plot import plot_schedules
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -22,11 +22,12 @@ import yaml
 from ray.tune.search import Searcher
 
 from sweep.config import SweepConfig
-from sweep.group_results import GroupAggregator
-from sweep.searcher import GroupSearcher
+from sweep.engine.aggregation import GroupAggregator
+from sweep.engine.searcher import GroupSearcher
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sweep_run_helpers import ray_env, tiny_sweep  # noqa: E402
+from sweep.core.trial_spec import TrialSpec
 
 REPO = Path(__file__).resolve().parents[1]
 TrialState = optuna.trial.TrialState
@@ -68,9 +69,9 @@ def test_a_restarted_group_forms_the_results_lost_in_a_kill_from_its_seeds_repla
     # had sent only steps 0 and 25 (seed 1 was slower); then the driver died. After the restore each seed says
     # its saved reports again (trainable.report_history), and the group trial starts from the last step Tune
     # got (`emitted_step`): steps 50 and 75 are formed now, steps 0 and 25 are not sent twice.
-    from sweep.group_trial import _report, emitted_step
+    from sweep.engine.group_trial import _report, emitted_step
 
-    config = {"train_storage": str(tmp_path / "train")}
+    config = TrialSpec(train_storage=str(tmp_path / "train"))
     assert emitted_step(config, "t") == -1  # never reported: a fresh group
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "t-group.json").write_text(json.dumps({"step": 25}))
@@ -195,7 +196,7 @@ def test_restore_trusts_the_trials_tune_restores_over_an_older_searcher_state(tm
     # Tune writes its experiment state, then the searcher state: a kill in between restores trials the saved
     # searcher never heard of. Their trial configs name their Optuna trials; the searcher links them instead
     # of handing those Optuna trials to new groups (which would run one shape twice and lose a trial).
-    from sweep.searcher import OPTUNA_TRIAL_KEY
+    from sweep.engine.searcher import OPTUNA_TRIAL_KEY
 
     cfg = SweepConfig.from_dict(tiny_sweep(tmp_path, baselines=["constant"], budget=3))
     db = f"sqlite:///{tmp_path}/study.db"

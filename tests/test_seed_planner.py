@@ -10,10 +10,7 @@ from scipy import stats
 
 from search_spaces.errors import ConfigError
 from sweep.cli import main
-from sweep.seed_planner import (
-    detectable_effect, difference_std_from_group, measure_noise, paired_power, paired_std, plan_seeds, pooled_std,
-    required_seeds, seed_warning,
-)
+from sweep.stats.planning import (detectable_effect, difference_std_from_group, measure_noise, paired_power, paired_std, plan_seeds, pooled_std, required_seeds, seed_warning)
 
 
 def simulated_power(n: int, effect: float, std: float, alpha: float, reps: int = 40_000, seed: int = 0) -> float:
@@ -107,7 +104,7 @@ def test_cli_unreachable_target_exits_1(capsys):
 
 def test_cli_defaults_mirror_the_planner():
     """`sweep plan-seeds` keeps copies of the planner's defaults (to keep scipy out of CLI start-up)."""
-    from sweep import seed_planner
+    from sweep.stats import planning as seed_planner
     from sweep.commands import plan_seeds as command
 
     assert (command.DEFAULT_ALPHA, command.DEFAULT_POWER, command.MAX_SEEDS) == (

@@ -20,12 +20,14 @@ import pytest
 import yaml
 
 from sweep.config import SweepConfig
-from sweep.rung_metrics import RUNG_KEY
-from sweep.sim_trial import SimulatedGroup
-from sweep.tuner import concurrency, group_resources, trial_fixed_config
+from sweep.engine.rung_metrics import RUNG_KEY
+from sweep.engine.sim_trial import SimulatedGroup
+from sweep.engine.resources import concurrency, group_resources
+from sweep.config.trial import trial_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sweep_run_helpers import ray_env  # noqa: E402
+from sweep.core.trial_spec import TrialSpec
 
 REPO = Path(__file__).resolve().parents[1]
 TrialState = optuna.trial.TrialState
@@ -52,7 +54,7 @@ def sim_sweep(tmp: Path, name: str = "sim", **over) -> dict:
 
 def group_config(tmp: Path, metric: str, schedule: dict) -> dict:
     cfg = SweepConfig.from_dict(sim_sweep(tmp, scheduler={"grace_period": 250, "rung_metric": metric}))
-    return {**trial_fixed_config(cfg), "schedule": schedule, "baseline": None, "seeds": [0, 1, 2]}
+    return {**trial_spec(cfg).to_config(), "schedule": schedule, "baseline": None, "seeds": [0, 1, 2]}
 
 
 def untimed(results: list[dict]) -> list[dict]:
@@ -69,7 +71,7 @@ def untimed(results: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("metric", ["raw", "cooldown", "predicted"])
 def test_simulated_group_follows_the_group_contract_and_resumes_bit_for_bit(tmp_path: Path, metric: str) -> None:
     config = group_config(tmp_path, metric, {"warmup_frac": 0.05, "hold_frac": 0.6, "shape": "cosine", "floor": 0.1})
-    whole = list(SimulatedGroup(config, "g", tmp_path / "a").results())
+    whole = list(SimulatedGroup(TrialSpec.from_config(config), "g", tmp_path / "a").results())
     steps = [r["step"] for r in whole]
     assert steps == list(range(250, 2001, 250))
     assert [r["status"] for r in whole] == ["running"] * 7 + ["finished"]
@@ -89,13 +91,13 @@ def test_simulated_group_follows_the_group_contract_and_resumes_bit_for_bit(tmp_
         assert all(rung[s] < raw[s] for s in (250, 500, 1000))
 
     # Checkpoint after the result at step 500, continue elsewhere: the same results, to the last bit.
-    group = SimulatedGroup(config, "g", tmp_path / "b")
+    group = SimulatedGroup(TrialSpec.from_config(config), "g", tmp_path / "b")
     for r in group.results():
         if r["step"] == 500:
             group.checkpoint(tmp_path / "ckpt")
             break
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["group.json", "seed0", "seed1", "seed2"]
-    resumed = list(SimulatedGroup(config, "g", tmp_path / "c", resume_dir=tmp_path / "ckpt").results())
+    resumed = list(SimulatedGroup(TrialSpec.from_config(config), "g", tmp_path / "c", resume_dir=tmp_path / "ckpt").results())
     assert json.dumps(untimed(resumed)) == json.dumps(untimed(whole[2:]))
 
 
@@ -250,7 +252,7 @@ def test_killed_simulated_sweep_resumes_bit_for_bit(tmp_path: Path) -> None:
     assert len(trials) == 4 and len({t["id"] for t in trials}) == 4
     resumed = 0
     for t in trials:
-        expected = {r["step"]: r for r in untimed(list(SimulatedGroup(t["config"], t["id"]).results()))}
+        expected = {r["step"]: r for r in untimed(list(SimulatedGroup(TrialSpec.from_config(t["config"]), t["id"]).results()))}
         got = untimed(t["results"])
         assert got[-1]["status"] == "finished" and got[-1]["step"] == 2000
         for r in got:  # every reported result, before and after the kill, is the uninterrupted one

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sweep.stats import seed_stats
+from sweep.stats.seeds import seed_stats
 
 # Two-sided 95 % critical values of Student's t, as printed in any t-table.
 T_975 = {1: 12.706, 2: 4.303, 4: 2.776}

@@ -15,14 +15,17 @@ import pytest
 from search_spaces.errors import ConfigError
 from sweep.commands.run import load, summary
 from sweep.config import ResourcesSection, SweepConfig, load_sweep_config
-from sweep.group_trial import seed_trainer_config, train_run_name
-from sweep.tuner import concurrency, group_resources, sweep_exists, trial_fixed_config
+from sweep.engine.group_trial import seed_trainer_config, train_run_name
+from sweep.engine.resources import concurrency, group_resources
+from sweep.core.layout import sweep_exists
+from sweep.config.trial import trial_spec
 from trainable.config import TrainConfig
 from trainable.ray_trainable import RayReportHooks
 from trainable.report_history import HISTORY_FILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sweep_run_helpers import tiny_sweep  # noqa: E402
+from sweep.core.trial_spec import TrialSpec
 
 
 def test_no_argument_runs_the_packaged_demo(tmp_path: Path) -> None:
@@ -50,10 +53,10 @@ def test_concurrency_fits_the_cluster_and_refuses_what_never_fits(tmp_path: Path
 
 def test_each_seed_run_gets_the_group_schedule_and_its_own_seed(tmp_path: Path) -> None:
     cfg = SweepConfig.from_dict(tiny_sweep(tmp_path))
-    trial = {**trial_fixed_config(cfg), "schedule": {"preset": "constant"}, "baseline": "constant", "seeds": [0, 1]}
+    trial = {**trial_spec(cfg).to_config(), "schedule": {"preset": "constant"}, "baseline": "constant", "seeds": [0, 1]}
     assert trial["train_storage"] == f"{cfg.sweep_dir}/train"
     for seed in (0, 1):
-        tc = TrainConfig.from_dict(seed_trainer_config(trial, seed))
+        tc = TrainConfig.from_dict(seed_trainer_config(TrialSpec.from_config(trial), seed))
         assert tc.seed == seed and tc.data_seed == seed and tc.schedule == {"preset": "constant"}
     assert train_run_name("abc123", 1) == "abc123-seed1"
     assert not sweep_exists(cfg.storage, cfg.name)

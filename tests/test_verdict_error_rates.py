@@ -18,8 +18,8 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import verdict_error_rates as ver  # noqa: E402
 
-from sweep.report_content import compare_with_baselines  # noqa: E402
-from sweep.verdicts import CALLED, CORRECTIONS  # noqa: E402
+from sweep.analysis.content import compare_with_baselines  # noqa: E402
+from sweep.stats.verdicts import CALLED, CORRECTIONS  # noqa: E402
 
 ALPHA = ver.ALPHA
 

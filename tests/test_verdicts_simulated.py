@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from search_spaces import get_preset, schedule_from_dict
-from sweep.seed_planner import paired_power, paired_std
-from sweep.verdicts import BETTER, NO_DIFFERENCE, paired_comparison
+from sweep.stats.planning import paired_power, paired_std
+from sweep.stats.verdicts import BETTER, NO_DIFFERENCE, paired_comparison
 from trainable.simulator import SimulatorConfig, noiseless_final_loss, simulate
 
 CFG = SimulatorConfig(law="mpl_25m", peak_lr=3e-4, total_steps=24_000, eval_interval=24_000)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +31,8 @@ import ray.train
 from trainable.config import TrainConfig
 from trainable.report_history import ReportHistory
 from trainable.reporting import Report
+from trainable.run_control import RunStopped, run_scratch_dir, stop_requested
 
-_STOP_CHECK_TIMEOUT_S = 60.0
-
-
-class RunStopped(RuntimeError):
-    """The run's owner asked it to stop (e.g. ASHA stopped the seed group it belongs to)."""
-
-
-@ray.remote(num_cpus=0)
-class StopSignal:
-    """A flag the workers of one or more runs check at every report; whoever owns the runs sets it."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
 _RANK0_FILES = ("model.pt", "optimizer.pt", "meta.json")
 
 
@@ -60,19 +41,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)  # same file system: no bytes copied
     except OSError:
         shutil.copy2(src, dst)
-
-
-def stop_requested(stop_signal: Any) -> bool:
-    """Whether `stop_signal` is set, or gone (its owner ended: the run is orphaned). False without a signal
-    or on a slow answer."""
-    if stop_signal is None:
-        return False
-    try:
-        return bool(ray.get(stop_signal.is_set.remote(), timeout=_STOP_CHECK_TIMEOUT_S))
-    except ray.exceptions.RayActorError:
-        return True
-    except ray.exceptions.GetTimeoutError:
-        return False  # a slow answer on a busy machine is not a stop
 
 
 class RayReportHooks:
@@ -148,8 +116,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    scratch = Path(config.get("scratch_dir") or Path(tempfile.gettempdir()) / "schedsweep-scratch")
-    run_scratch = scratch / ctx.get_experiment_name()
+    run_scratch = run_scratch_dir(config.get("scratch_dir"), ctx.get_experiment_name())
     trainer = dict(config["trainer"])
     trainer["checkpoint"] = {**(trainer.get("checkpoint") or {}), "dir": str(run_scratch / "checkpoints")}
     cfg = TrainConfig.from_dict(trainer)

@@ -4,12 +4,12 @@
     sweep plan-seeds --effect 0.002 --from-sweep demo [--storage ./sweeps] [--tracking-uri URI]
 
 Prints power against the number of seeds (exact noncentral t, two-sided paired t-test) and the answer.
-``--std`` is the standard deviation of the *paired per-seed differences* (see `sweep.seed_planner`).
+``--std`` is the standard deviation of the *paired per-seed differences* (see `sweep.stats.planning`).
 ``--from-sweep`` measures it on a finished sweep's baseline groups instead: the std of paired differences
 between two baselines that share seeds when there are two, else sqrt(2) x the pooled within-group std of
 final val loss (the independent-seeds bound); ``--effect`` then defaults to the sweep's `verdict.effect`.
 ``--comparisons M`` plans for a verdict tested in a family of M comparisons (a report's shapes x baselines),
-at alpha / M per comparison (`sweep.seed_planner.family_alpha`); with ``--from-sweep`` it defaults to the
+at alpha / M per comparison (`sweep.stats.planning.family_alpha`); with ``--from-sweep`` it defaults to the
 family that sweep's report tests.
 """
 
@@ -20,7 +20,7 @@ import math
 
 from search_spaces.errors import ConfigError
 
-# Mirrors sweep.seed_planner's defaults (checked by a test); importing it here would pull scipy into every
+# Mirrors sweep.stats.planning's defaults (checked by a test); importing it here would pull scipy into every
 # `sweep` invocation, since the CLI imports all command modules to build its parser.
 DEFAULT_ALPHA, DEFAULT_POWER, MAX_SEEDS = 0.01, 0.8, 10_000
 
@@ -59,8 +59,8 @@ MAX_RATIO = 1e6  # effect / std: beyond it the power is 1 at 2 seeds and no long
 
 
 def run(args: argparse.Namespace) -> int:
-    from sweep.seed_planner import family_alpha, plan_seeds
-    from sweep.verdicts import check_correction
+    from sweep.stats.planning import family_alpha, plan_seeds
+    from sweep.stats.verdicts import check_correction
 
     # Validate every option first, naming it the way the user typed it.
     for option, value in (("--effect", args.effect), ("--std", args.std)):
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
 def _from_sweep(args: argparse.Namespace) -> tuple[float, float, tuple[int, str]]:
     """(effect, std, (family size, correction)) with the std measured on the sweep's finished baselines;
     prints what was measured."""
-    from sweep.report_content import baseline_noise
-    from sweep.report_data import locate_sweep, quiet_store_logs, read_sweep
+    from sweep.analysis.content import baseline_noise
+    from sweep.analysis.read import locate_sweep, quiet_store_logs, read_sweep
 
     quiet_store_logs()
     location = locate_sweep(args.from_sweep, args.storage, args.tracking_uri)

@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: MLflow, scipy and matplotlib would slow down every other `sweep` command's start-up.
-    from sweep.report import build_report
-    from sweep.report_data import quiet_store_logs
+    from sweep.analysis.report import build_report
+    from sweep.analysis.read import quiet_store_logs
 
     quiet_store_logs()
     report = build_report(args.name, args.storage, args.tracking_uri, args.out, args.experiment)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from sweep.config import parse_storage
-    from sweep.tuner import load_saved_config
+    from sweep.config import load_saved_config
 
     storage = parse_storage(args.storage, "--storage")
     # The storage given here wins over the saved one: the sweep folder may have been moved or mounted elsewhere.

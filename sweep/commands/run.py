@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
 def execute(cfg: SweepConfig, mode: str) -> int:
     """Run the sweep and print where its results are; exit code 1 when a group errored."""
-    from sweep.tuner import check_before_start, prepare_data, run_sweep, stop_requested, sweep_exists
+    from sweep.engine.preflight import check_before_start
+    from sweep.engine.tuner import prepare_data, run_sweep
+    from sweep.engine.ray_session import stop_requested
+    from sweep.core.layout import sweep_exists
 
     from search_spaces.errors import ConfigError
 
@@ -58,7 +61,7 @@ def execute(cfg: SweepConfig, mode: str) -> int:
     if mode == "new" and sweep_exists(cfg.storage, cfg.name):
         raise ConfigError("name", f"a sweep named {cfg.name!r} already exists in {cfg.storage}; "
                                   "use --resume to continue it or --overwrite to start again")
-    from sweep.secrets import config_secrets, install_log_redaction
+    from sweep.core.secrets import config_secrets, install_log_redaction
 
     # Secrets from the environment or the config must not reach the driver's output (docs/cluster.md).
     install_log_redaction(config_secrets(cfg.to_dict()))
@@ -86,7 +89,7 @@ def verdict_warning(cfg: SweepConfig) -> str | None:
     """
     if cfg.verdict.effect is None:
         return None
-    from sweep.seed_planner import seed_warning
+    from sweep.stats.planning import seed_warning
 
     v = cfg.verdict
     message = seed_warning(len(cfg.seeds), v.effect, v.seed_std, v.alpha, v.power, cfg.verdict_family_size(),
@@ -99,7 +102,7 @@ def verdict_warning(cfg: SweepConfig) -> str | None:
 
 def summary(cfg: SweepConfig, n_groups: int, n_errors: int) -> str:
     """Where to look after a sweep (URIs without their credentials)."""
-    from sweep.secrets import redact_uri
+    from sweep.core.secrets import redact_uri
 
     lines = [
         "",

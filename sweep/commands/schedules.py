@@ -93,7 +93,7 @@ def load_schedule(name: str) -> Schedule:
 
 def run_plot(args: argparse.Namespace) -> int:
     # Imported here so `sweep schedules list` (and every other command) does not pay for matplotlib.
-    from sweep.schedule_plot import plot_schedules
+    from sweep.core.schedule_plot import plot_schedules
 
     if not 1 <= args.steps <= MAX_PLOT_STEPS:
         # The plot evaluates every step: 2**31 steps asked numpy for 16 GiB.

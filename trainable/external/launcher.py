@@ -33,18 +33,16 @@ import queue
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import ray.train
 
-from search_spaces import schedule_from_dict
 from trainable.external import channel
 from trainable.external.metrics_parser import MetricsLineParser
 from trainable.external.process import ScriptProcess
-from trainable.ray_trainable import RunStopped, stop_requested
+from trainable.run_control import RunStopped, run_scratch_dir, stop_requested
 from trainable.report_history import ReportHistory
 
 _POLL_S = 0.5
@@ -220,7 +218,7 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
         if history.finished:
             return  # restored after its last report: saying it again was all there was to do
 
-    run_dir = Path(config.get("scratch_dir") or Path(tempfile.gettempdir()) / "schedsweep-scratch") / ctx.get_experiment_name()
+    run_dir = run_scratch_dir(config.get("scratch_dir"), ctx.get_experiment_name())
     run_dir.mkdir(parents=True, exist_ok=True)
     stop_file = run_dir / f"rank{rank}.stop"
     stop_file.unlink(missing_ok=True)

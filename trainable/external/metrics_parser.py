@@ -1,7 +1,7 @@
 """Reports from the printed lines of scripts that never import the hook (`script.metrics_regex`).
 
 The regex's named groups (`step`, `val_loss` required; `train_loss`, `val_bpb`, `tokens` optional, as
-`sweep.script_config.METRIC_GROUPS` allows) become a report's values. Seed 003's lines
+`sweep.config.script.METRIC_GROUPS` allows) become a report's values. Seed 003's lines
 
     TRAIN_METRICS: step=8000, train_loss=2.6885, val_loss=2.4088
 
