@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from search_spaces import _validate
+from search_spaces import validation
 
 
 @runtime_checkable
@@ -63,11 +63,11 @@ class VectorSchedule(ABC):
         """Multipliers (float64) for an int64 array of valid steps."""
 
     def multiplier(self, step: int, total_steps: int) -> float:
-        total = _validate.total_steps(total_steps)
-        s = _validate.step(step, total)
+        total = validation.check_total_steps(total_steps)
+        s = validation.check_step(step, total)
         return float(self._evaluate(np.array([s], dtype=np.int64), total)[0])
 
     def multipliers(self, total_steps: int) -> np.ndarray:
-        total = _validate.total_steps(total_steps)
+        total = validation.check_total_steps(total_steps)
         out = self._evaluate(np.arange(total, dtype=np.int64), total)
         return np.asarray(out, dtype=np.float64)

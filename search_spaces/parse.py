@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from search_spaces import _validate
+from search_spaces import validation
 from search_spaces.base import Schedule
 from search_spaces.errors import ConfigError
 from search_spaces.presets import get_preset
@@ -25,7 +25,7 @@ from search_spaces.shapes import Shape
 
 def schedule_from_dict(d: Any) -> Schedule:
     """Parse a schedule section; `ConfigError` on anything malformed. Inverse of ``Schedule.to_dict``."""
-    d = _validate.mapping(d, "")
+    d = validation.check_mapping(d, "")
     if "preset" in d:
         args = dict(d)
         name = args.pop("preset")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from search_spaces import _validate
+from search_spaces import validation
 from search_spaces.base import VectorSchedule
 from search_spaces.errors import ConfigError
 from search_spaces.shapes import Shape
@@ -38,8 +38,8 @@ class Param:
 
     def check(self, value: Any) -> int | float:
         if self.kind is int:
-            return _validate.integer(value, self.name, lo=None if self.lo is None else int(self.lo))
-        return _validate.number(value, self.name, lo=self.lo, hi=self.hi, hi_open=self.hi_open)
+            return validation.check_int(value, self.name, None if self.lo is None else int(self.lo))
+        return validation.check_number(value, self.name, lo=self.lo, hi=self.hi, hi_open=self.hi_open)
 
 
 @dataclass(frozen=True)

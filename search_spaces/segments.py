@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces import _validate
+from search_spaces import validation
 from search_spaces.base import VectorSchedule, positions
 from search_spaces.curves import CURVES, curve_fraction
 from search_spaces.errors import ConfigError
@@ -42,13 +42,13 @@ class Segment:
     exponent: float | None = None  # the polynomial's p; only for curve == "polynomial"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "duration", _validate.number(self.duration, "duration", lo=0.0, hi=1.0, lo_open=True))
-        object.__setattr__(self, "end", _validate.number(self.end, "end", lo=0.0, hi=1.0))
-        _validate.choice(self.curve, "curve", CURVES)
+        object.__setattr__(self, "duration", validation.check_number(self.duration, "duration", lo=0.0, hi=1.0, lo_open=True))
+        object.__setattr__(self, "end", validation.check_number(self.end, "end", lo=0.0, hi=1.0))
+        validation.check_choice(self.curve, "curve", CURVES)
         if self.curve == "polynomial":
             if self.exponent is None:
                 raise ConfigError("exponent", "required when curve is polynomial")
-            object.__setattr__(self, "exponent", _validate.number(self.exponent, "exponent", lo=0.0, lo_open=True))
+            object.__setattr__(self, "exponent", validation.check_number(self.exponent, "exponent", lo=0.0, lo_open=True))
         elif self.exponent is not None:
             raise ConfigError("exponent", f"only used by the polynomial curve, not by {self.curve!r}")
 
@@ -60,8 +60,8 @@ class Segment:
 
     @classmethod
     def from_dict(cls, d: Any) -> "Segment":
-        d = _validate.mapping(d, "")
-        _validate.no_unknown_keys(d, ("duration", "end", "curve", "exponent"))
+        d = validation.check_mapping(d, "")
+        validation.check_keys(d, ("duration", "end", "curve", "exponent"))
         for key in ("duration", "end"):
             if key not in d:
                 raise ConfigError(key, "required")
@@ -76,7 +76,7 @@ class Segments(VectorSchedule):
     start: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _validate.number(self.start, "start", lo=0.0, hi=1.0))
+        object.__setattr__(self, "start", validation.check_number(self.start, "start", lo=0.0, hi=1.0))
         if isinstance(self.segments, (str, bytes)) or not isinstance(self.segments, (list, tuple)):
             raise ConfigError("segments", f"must be a list of segments, got {type(self.segments).__name__}")
         if not self.segments:
@@ -142,8 +142,8 @@ class Segments(VectorSchedule):
     @classmethod
     def from_dict(cls, d: Any) -> "Segments":
         """Parse ``{start?, segments: [...]}``; errors name e.g. ``segments[2].duration``."""
-        d = _validate.mapping(d, "")
-        _validate.no_unknown_keys(d, ("start", "segments"))
+        d = validation.check_mapping(d, "")
+        validation.check_keys(d, ("start", "segments"))
         raw = d.get("segments")
         if not isinstance(raw, list):
             raise ConfigError("segments", f"must be a list of segments, got {type(raw).__name__}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces import _validate
+from search_spaces import validation
 from search_spaces.base import VectorSchedule
 from search_spaces.curves import CURVES
 from search_spaces.errors import ConfigError
@@ -51,18 +51,18 @@ class Shape(VectorSchedule):
     tail_exponent: float | None = None
 
     def __post_init__(self) -> None:
-        warmup = _validate.number(self.warmup_frac, "warmup_frac", lo=0.0, hi=1.0)
-        _validate.choice(self.warmup_curve, "warmup_curve", WARMUP_CURVES)
-        hold = _validate.number(self.hold_frac, "hold_frac", lo=0.0, hi=1.0)
+        warmup = validation.check_number(self.warmup_frac, "warmup_frac", lo=0.0, hi=1.0)
+        validation.check_choice(self.warmup_curve, "warmup_curve", WARMUP_CURVES)
+        hold = validation.check_number(self.hold_frac, "hold_frac", lo=0.0, hi=1.0)
         if hold < warmup:
             raise ConfigError("hold_frac", f"is where the hold ends, so it must be >= warmup_frac "
                                            f"({warmup:g}), got {hold:g}")
-        _validate.choice(self.shape, "shape", DECAY_SHAPES)
-        floor = _validate.number(self.floor, "floor", lo=0.0, hi=1.0, hi_open=True)
+        validation.check_choice(self.shape, "shape", DECAY_SHAPES)
+        floor = validation.check_number(self.floor, "floor", lo=0.0, hi=1.0, hi_open=True)
         if self.shape == "polynomial":
             if self.tail_exponent is None:
                 raise ConfigError("tail_exponent", "required when shape is polynomial")
-            exponent = _validate.number(self.tail_exponent, "tail_exponent", lo=0.0, lo_open=True)
+            exponent = validation.check_number(self.tail_exponent, "tail_exponent", lo=0.0, lo_open=True)
             object.__setattr__(self, "tail_exponent", exponent)
         elif self.tail_exponent is not None:
             raise ConfigError("tail_exponent", f"only used when shape is polynomial, not {self.shape!r}")
@@ -102,6 +102,6 @@ class Shape(VectorSchedule):
     @classmethod
     def from_dict(cls, d: Any) -> "Shape":
         """Parse the YAML form; missing fields take the dataclass defaults, unknown ones are refused."""
-        d = _validate.mapping(d, "")
-        _validate.no_unknown_keys(d, SHAPE_FIELDS)
+        d = validation.check_mapping(d, "")
+        validation.check_keys(d, SHAPE_FIELDS)
         return cls(**d)

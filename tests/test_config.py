@@ -115,7 +115,7 @@ def test_sweep_train_rejects_a_bad_config_before_launching(tmp_path: Path, capsy
     code = sweep_main(["train", "--set", "optimizer.lr=-1", "--set", f"checkpoint.dir={ckpt}"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["sweep: error: optimizer.lr: must be > 0.0, got -1.0"]
+    assert err == ["sweep: error: optimizer.lr: must be > 0, got -1"]
     assert not ckpt.exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("batch: {seq_len: 4096}\n")

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_mlflow_layout import check_sweep_layout  # noqa: E402
-from test_sweep_run_helpers import ray_env  # noqa: E402
+from test_sweep_run_helpers import ray_env, run_and_kill_when  # noqa: E402
 
 from search_spaces import schedule_from_dict  # noqa: E402
 from sweep.confirm.plan import read_groups  # noqa: E402
@@ -83,28 +80,9 @@ def test_confirm_two_horizons_three_seeds_killed_and_resumed(tmp_path: Path) -> 
 
     confirm = ["confirm", "sim", "--top", "1", "--horizons", "1x,2x", "--seeds", "3", "--storage", str(storage)]
     stage2 = storage / "sim.confirm-2x"
-    log = open(tmp_path / "confirm1.log", "w")
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", *confirm], cwd=tmp_path, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            # Kill once a 2x group has reported (and checkpointed) but before the stage is done.
-            if any(stage2.glob("tune/*/checkpoint_*")):
-                break
-            assert driver.poll() is None, (tmp_path / "confirm1.log").read_text()[-5000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail("the 2x stage never reported")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        time.sleep(1)
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # what Ray left of this session
-        except ProcessLookupError:
-            pass
-        log.close()
+    # Kill once a 2x group has reported (and checkpointed) but before the stage is done.
+    run_and_kill_when(confirm, tmp_path, env, tmp_path / "confirm1.log",
+                      lambda: any(stage2.glob("tune/*/checkpoint_*")), what="a report of the 2x stage")
     assert not (storage / "sim" / "confirm" / "report.md").exists()
     done = {tid for tid, rows in tune_results(stage2).items() if rows[-1]["status"] == "finished"}
     started = {re.search(r"_([0-9a-f]{8})_\d+_", p.parent.name).group(1) for p in stage2.glob("tune/*/checkpoint_*")}

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.tracking.params import loggable_params, redact_uri
+from sweep.core.secrets import redact_uri
+from sweep.tracking.params import loggable_params
 from sweep.tracking.pending import HeldBackWrites, TrialView, Write
 from sweep.tracking.tags import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP
 from sweep.tracking.callback import MLflowSweepCallback

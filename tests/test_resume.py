@@ -9,11 +9,8 @@ budgeted shapes.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -23,7 +20,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from test_mlflow_layout import check_sweep_layout  # noqa: E402
 from test_seed_groups import check_group_results, ckpt_steps, read_trials  # noqa: E402
-from test_sweep_run_helpers import ray_env, resumed_seed_runs, tiny_sweep  # noqa: E402
+from test_sweep_run_helpers import ray_env, resumed_seed_runs, run_and_kill_when, tiny_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TrialState = optuna.trial.TrialState
@@ -70,30 +67,13 @@ def test_killed_driver_resumes_without_losing_or_duplicating(tmp_path: Path) -> 
     path.write_text(yaml.safe_dump(d))
     env = {**ray_env(tmp_path), "PYTHONPATH": str(REPO)}
     sweep_dir = tmp_path / "sweeps" / "resumable"
-    log = open(tmp_path / "first.log", "w")
-    # Own session: after killing the driver, whatever Ray left behind is ours to clean up by group id.
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline:
-            runs = checkpointed_runs(sweep_dir / "train")
-            # The baseline group runs first and ASHA never stops the first group: kill it mid-way.
-            if runs and min(runs.values()) < 120:
-                break
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-5000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail("no group checkpointed in time")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        time.sleep(1)
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # leftover Ray processes of this session
-        except ProcessLookupError:
-            pass
-        log.close()
+
+    def mid_group() -> bool:
+        # The baseline group runs first and ASHA never stops the first group: kill it mid-way.
+        runs = checkpointed_runs(sweep_dir / "train")
+        return bool(runs) and min(runs.values()) < 120
+
+    run_and_kill_when(["run", str(path)], tmp_path, env, tmp_path / "first.log", mid_group, what="a checkpoint")
     before = checkpointed_runs(sweep_dir / "train")
     before_runs = seed_checkpoints(sweep_dir / "train")
 

@@ -10,11 +10,8 @@ Real Ray Tune and Train (one worker per seed run), real Optuna (sqlite), MLflow 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_mlflow_layout import check_sweep_layout  # noqa: E402
 from test_resume import seed_checkpoints  # noqa: E402
 from test_seed_groups import check_group_results, read_trials  # noqa: E402
-from test_sweep_run_helpers import end_session, ray_env, resumed_seed_runs  # noqa: E402
+from test_sweep_run_helpers import ray_env, resumed_seed_runs, run_and_kill_when  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HORIZON, EVERY = 24, 4
@@ -68,26 +65,17 @@ def test_a_script_group_killed_with_one_seed_far_ahead_loses_no_step(tmp_path: P
     (tmp_path / "uneven.yaml").write_text(yaml.safe_dump(cfg))
     env = {**ray_env(tmp_path), "PYTHONPATH": str(REPO)}
     sweep_dir = tmp_path / "sweeps" / "uneven"
-    log_path = tmp_path / "first.log"
-    with open(log_path, "w") as log:
-        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(tmp_path / "uneven.yaml")],
-                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                runs = seed_checkpoints(sweep_dir / "train")
-                ahead = [n[:-len("-seed0")] for n, step in runs.items() if n.endswith("-seed0") and step >= 16]
-                # Seed 0 checkpointed step 16 or later while seed 1 is at step 4 at most: the group has sent step 4
-                # at most, and seed 0 will restart past steps it has already reported.
-                if ahead and runs.get(f"{ahead[0]}-seed1", 0) <= EVERY:
-                    break
-                assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()[-5000:]
-                time.sleep(0.05)
-            os.kill(driver.pid, signal.SIGKILL)
-            driver.wait()
-        finally:
-            time.sleep(1)
-            end_session(driver.pid)
+    ahead: list[str] = []
+
+    def seed0_ahead() -> bool:
+        runs = seed_checkpoints(sweep_dir / "train")
+        ahead[:] = [n[:-len("-seed0")] for n, step in runs.items() if n.endswith("-seed0") and step >= 16]
+        # Seed 0 checkpointed step 16 or later while seed 1 is at step 4 at most: the group has sent step 4
+        # at most, and seed 0 will restart past steps it has already reported.
+        return bool(ahead) and runs.get(f"{ahead[0]}-seed1", 0) <= EVERY
+
+    run_and_kill_when(["run", str(tmp_path / "uneven.yaml")], tmp_path, env, tmp_path / "first.log", seed0_ahead,
+                      timeout_s=300, poll_s=0.05, what="seed 0 two checkpoints ahead of seed 1")
     group = ahead[0]
 
     proc = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", "uneven", "--storage",

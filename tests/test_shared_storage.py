@@ -16,11 +16,8 @@ written by DDP workers on the mount, a group resumed mid-way from them).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_mlflow_layout import check_sweep_layout  # noqa: E402
 from test_resume import checkpointed_runs, split_runs  # noqa: E402
 from test_seed_groups import check_group_results, ckpt_steps, read_trials  # noqa: E402
-from test_sweep_run_helpers import ray_env, resumed_seed_runs, tiny_sweep  # noqa: E402
+from test_sweep_run_helpers import ray_env, resumed_seed_runs, run_and_kill_when, tiny_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HORIZON = 160
@@ -63,27 +60,6 @@ def make_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
     for folder in (mount, job1, job2):
         folder.mkdir(parents=True)
     return mount, job1, job2
-
-
-def kill_driver_when(driver: subprocess.Popen, log: Path, ready, timeout_s: float = 400) -> None:
-    """SIGKILL the driver (and what its Ray started in its session) once `ready()` is true."""
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if ready():
-                break
-            assert driver.poll() is None, log.read_text()[-5000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail("the sweep never reached the point to kill it at")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        time.sleep(1)
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # what the killed driver's Ray left behind
-        except ProcessLookupError:
-            pass
 
 
 def resume_elsewhere(name: str, mount: Path, job: Path, env: dict) -> None:
@@ -132,11 +108,8 @@ def test_simulated_sweep_on_a_shared_mount_resumes_from_another_working_folder(t
         trials = tune_trials(sweep_dir / "tune")
         return sum(bool(t["results"]) for t in trials) >= 3 and bool(midway(trials))
 
-    log = tmp_path / "job1.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(config)], cwd=job1, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        kill_driver_when(driver, log, groups_done_and_one_midway)
+    run_and_kill_when(["run", str(config)], job1, env, tmp_path / "job1.log", groups_done_and_one_midway,
+                      what="three groups with results and one mid-way")
     killed = tune_trials(sweep_dir / "tune")
     before = {t["id"] for t in killed if t["results"]}
     interrupted = set(midway(killed))
@@ -183,11 +156,7 @@ def test_sweep_on_a_shared_mount_resumes_from_another_working_folder(tmp_path: P
         runs = checkpointed_runs(sweep_dir / "train")
         return bool(runs) and min(runs.values()) < HORIZON  # the baseline group is mid-way: lose the "head"
 
-    log = tmp_path / "job1.log"
-    with open(log, "w") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(config)], cwd=job1, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        kill_driver_when(driver, log, mid_group)
+    run_and_kill_when(["run", str(config)], job1, env, tmp_path / "job1.log", mid_group, what="a group mid-way")
     before = checkpointed_runs(sweep_dir / "train")
     assert (sweep_dir / "sweep.yaml").is_file() and (sweep_dir / "tune").is_dir()
 

@@ -26,7 +26,7 @@ from sweep.engine.resources import concurrency, group_resources
 from sweep.config.trial import trial_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_sweep_run_helpers import ray_env  # noqa: E402
+from test_sweep_run_helpers import ray_env, run_and_kill_when  # noqa: E402
 from sweep.core.trial_spec import TrialSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,9 +210,6 @@ def test_two_hundred_simulated_groups_through_the_whole_service(tmp_path: Path) 
 def test_killed_simulated_sweep_resumes_bit_for_bit(tmp_path: Path) -> None:
     """SIGKILL the driver once a group has a Tune checkpoint, `sweep resume`: every group ends with exactly the
     results an uninterrupted in-process run of its config gives."""
-    import os
-    import signal
-
     # 1 s of simulated work per eval and seed: a group takes ~16 s, long enough to be caught mid-way.
     d = sim_sweep(tmp_path, name="simresume", budget=3, baselines=["wsd_sqrt"], max_concurrent_trials=2,
                   simulator={"law": "mpl_25m", "total_steps": 2000, "eval_interval": 250, "step_delay_s": 0.004},
@@ -221,27 +218,9 @@ def test_killed_simulated_sweep_resumes_bit_for_bit(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(d))
     env = {**ray_env(tmp_path), "PYTHONPATH": str(REPO)}
     tune_dir = tmp_path / "sweeps" / "simresume" / "tune"
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if tune_dir.exists() and any(tune_dir.glob("*/checkpoint_*")):
-                break
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-5000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail("no group checkpointed in time")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
-    finally:
-        time.sleep(1)
-        try:
-            os.killpg(driver.pid, signal.SIGKILL)  # leftover Ray processes of this session
-        except ProcessLookupError:
-            pass
-        log.close()
+    run_and_kill_when(["run", str(path)], tmp_path, env, tmp_path / "first.log",
+                      lambda: tune_dir.exists() and any(tune_dir.glob("*/checkpoint_*")), timeout_s=600,
+                      what="a group checkpoint")
 
     proc = subprocess.run([sys.executable, "-m", "sweep.cli", "resume", "simresume", "--storage",
                            str(tmp_path / "sweeps")], cwd=tmp_path, env=env, capture_output=True, text=True,

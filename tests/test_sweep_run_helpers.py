@@ -1,4 +1,5 @@
-"""Shared helpers for the sweep tests (no tests here): a tiny token folder and a tiny sweep config.
+"""Shared helpers for the sweep tests (no tests here): a tiny token folder, a tiny sweep config, and a driver
+killed at a chosen moment with its Ray cleaned up.
 
 The token stream is a noisy counting sequence, so a 2-layer GPT learns it within a few steps and val_loss
 moves (schedules then differ measurably) while every run stays a few seconds long on 2 CPU cores.
@@ -7,8 +8,14 @@ moves (schedules then differ measurably) while every run stays a few seconds lon
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import pytest
 
 import numpy as np
 
@@ -58,12 +65,32 @@ def tiny_sweep(tmp: Path, name: str = "t", **over: Any) -> dict[str, Any]:
 
 def end_session(pid: int) -> None:
     """SIGKILL what is left of a driver started with `start_new_session=True` (its Ray included)."""
-    import signal
-
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def run_and_kill_when(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path, ready: Callable[[], bool],
+                      timeout_s: float = 400, poll_s: float = 0.2, what: str = "the point to kill it at") -> None:
+    """Start `python -m sweep.cli ARGV` as a driver in its own session (output to `log_path`), SIGKILL it once
+    `ready()` is true, then SIGKILL what its Ray left in that session. Fails the test when the driver ends
+    first or `ready()` stays false for `timeout_s`."""
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([sys.executable, "-m", "sweep.cli", *argv], cwd=cwd, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not ready():
+                assert driver.poll() is None, log_path.read_text()[-5000:]
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the driver never reached {what} in {timeout_s:g} s")
+                time.sleep(poll_s)
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait()
+        finally:
+            time.sleep(1)
+            end_session(driver.pid)
 
 
 def resumed_seed_runs(env: dict[str, str]) -> dict[str, int]:

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from search_spaces.errors import ConfigError
-from trainable.config_checks import (MAX_SEED, MAX_STEPS, check_bool, check_choice, check_float, check_int, check_keys,
-                                     check_steps)
+from search_spaces.validation import (MAX_SEED, MAX_STEPS, check_bool, check_choice, check_int, check_keys,
+                                      check_number, check_steps)
 from trainable.model_config import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
 from trainable.yaml_input import read_yaml_mapping
 
@@ -60,7 +60,7 @@ class ModelSection:
             if key in d:
                 over[key] = check_int(d[key], f"{path}.{key}", minimum=1, maximum=_MODEL_MAX[key])
         if "dropout" in d:
-            over["dropout"] = check_float(d["dropout"], f"{path}.dropout", minimum=0.0)
+            over["dropout"] = check_number(d["dropout"], f"{path}.dropout", lo=0.0, from_string=True)
             if over["dropout"] >= 1.0:
                 raise ConfigError(f"{path}.dropout", "must be < 1")
         if "bias" in d:
@@ -117,17 +117,17 @@ class OptimizerSection:
     def parse(d: Any, path: str = "optimizer") -> "OptimizerSection":
         check_keys(d, {f.name for f in fields(OptimizerSection)}, path)
         out = OptimizerSection()
-        lr = check_float(d.get("lr", out.lr), f"{path}.lr", minimum=0.0, strict_min=True, maximum=MAX_LR)
-        wd = check_float(d.get("weight_decay", out.weight_decay), f"{path}.weight_decay", minimum=0.0)
+        lr = check_number(d.get("lr", out.lr), f"{path}.lr", lo=0.0, lo_open=True, hi=MAX_LR, from_string=True)
+        wd = check_number(d.get("weight_decay", out.weight_decay), f"{path}.weight_decay", lo=0.0, from_string=True)
         betas = d.get("betas", list(out.betas))
         if not isinstance(betas, (list, tuple)) or len(betas) != 2:
             raise ConfigError(f"{path}.betas", f"expected two numbers, got {betas!r}")
         for i, b in enumerate(betas):
-            check_float(b, f"{path}.betas[{i}]", minimum=0.0)
+            check_number(b, f"{path}.betas[{i}]", lo=0.0, from_string=True)
             if b >= 1.0:
                 raise ConfigError(f"{path}.betas[{i}]", f"must be < 1, got {b}")
-        eps = check_float(d.get("eps", out.eps), f"{path}.eps", minimum=0.0, strict_min=True)
-        clip = check_float(d.get("grad_clip", out.grad_clip), f"{path}.grad_clip", minimum=0.0)
+        eps = check_number(d.get("eps", out.eps), f"{path}.eps", lo=0.0, lo_open=True, from_string=True)
+        clip = check_number(d.get("grad_clip", out.grad_clip), f"{path}.grad_clip", lo=0.0, from_string=True)
         return OptimizerSection(lr, wd, (float(betas[0]), float(betas[1])), eps, clip)
 
 
@@ -197,7 +197,7 @@ class EvalSection:
         if batch_size is not None:
             check_int(batch_size, f"{path}.batch_size", 1)
         probe_steps = check_steps(d.get("probe_steps", []), f"{path}.probe_steps")
-        probe_frac = check_float(d.get("probe_frac", out.probe_frac), f"{path}.probe_frac", 0.0, strict_min=True)
+        probe_frac = check_number(d.get("probe_frac", out.probe_frac), f"{path}.probe_frac", lo=0.0, lo_open=True, from_string=True)
         if probe_frac > 1.0:
             raise ConfigError(f"{path}.probe_frac", f"must be <= 1 (a fraction of the steps so far), got {probe_frac}")
         return EvalSection(interval, max_tokens, batch_size, probe_steps, probe_frac)
@@ -241,10 +241,10 @@ class DivergenceSection:
         check_keys(d, {"margin", "max_loss"}, path)
         margin = d.get("margin", 5.0)
         if margin is not None:
-            margin = check_float(margin, f"{path}.margin", minimum=0.0, strict_min=True)
+            margin = check_number(margin, f"{path}.margin", lo=0.0, lo_open=True, from_string=True)
         max_loss = d.get("max_loss")
         if max_loss is not None:
-            max_loss = check_float(max_loss, f"{path}.max_loss", minimum=0.0, strict_min=True)
+            max_loss = check_number(max_loss, f"{path}.max_loss", lo=0.0, lo_open=True, from_string=True)
         return DivergenceSection(margin=margin, max_loss=max_loss)
 
 
@@ -265,8 +265,8 @@ class TrainLossSection:
             d = {"kind": d}
         check_keys(d, {"kind", "gamma", "z_loss"}, path)
         kind = check_choice(d.get("kind", "cross_entropy"), f"{path}.kind", ("cross_entropy", "focal"))
-        gamma = check_float(d.get("gamma", 2.0), f"{path}.gamma", minimum=0.0)
-        z_loss = check_float(d.get("z_loss", 0.0), f"{path}.z_loss", minimum=0.0)
+        gamma = check_number(d.get("gamma", 2.0), f"{path}.gamma", lo=0.0, from_string=True)
+        z_loss = check_number(d.get("z_loss", 0.0), f"{path}.z_loss", lo=0.0, from_string=True)
         return TrainLossSection(kind=kind, gamma=gamma, z_loss=z_loss)
 
 

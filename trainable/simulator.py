@@ -45,7 +45,7 @@ import numpy as np
 
 from search_spaces.base import Schedule
 from search_spaces.errors import ConfigError
-from trainable.config_checks import check_keys
+from search_spaces.validation import check_keys
 from trainable.loss_law import MultiPowerLaw, get_law, infer_warmup_steps
 from trainable.reporting import Hooks, Report, TrainResult
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from search_spaces.errors import ConfigError
 from sweep.core.storage import is_remote
-from sweep.tracking.params import redact_uri
+from sweep.core.secrets import redact_uri
 from sweep.analysis.content import (ComparisonRow, baseline_noise, compare_with_baselines, family_text, input_warnings, resolution, resolution_text)
 from sweep.core.outcome import RankedGroup, rank_groups
 from sweep.analysis.read import GroupOutcome, SweepRecord, locate_sweep, metric_curves, read_sweep

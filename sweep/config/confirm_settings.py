@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.errors import ConfigError
-from trainable.config_checks import check_int, check_keys
+from search_spaces.validation import check_int, check_keys
 
 _FACTOR_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*x?\s*$")
 

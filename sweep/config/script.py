@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.errors import ConfigError
-from trainable.config_checks import check_int, check_keys
+from search_spaces.validation import check_int, check_keys
 
 # Named groups a metrics regex may capture; `step` and `val_loss` are required (ASHA and Optuna need them).
 METRIC_GROUPS = ("step", "val_loss", "train_loss", "val_bpb", "tokens")

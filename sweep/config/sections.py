@@ -12,7 +12,7 @@ from typing import Any
 
 from search_spaces.errors import ConfigError
 from sweep.config.store_uris import check_database_url, check_tracking_uri
-from trainable.config_checks import check_int, check_keys
+from search_spaces.validation import check_bool, check_int, check_number, check_opt_str, check_section
 
 __all__ = ["RUNG_METRICS", "MlflowSection", "OptunaSection", "ResourcesSection", "SchedulerSection", "VerdictSection"]
 
@@ -20,36 +20,6 @@ __all__ = ["RUNG_METRICS", "MlflowSection", "OptunaSection", "ResourcesSection",
 # short cooldown probe to the floor, or the final loss a Multi-Power-Law fit predicts under the group's own
 # remaining schedule.
 RUNG_METRICS = ("raw", "cooldown", "predicted")
-
-
-def _keys(d: Any, allowed: set[str], path: str) -> dict:
-    """A mapping with only `allowed` keys; an absent section (None) is an empty one."""
-    return {} if d is None else check_keys(d, allowed, path)
-
-
-def _int(value: Any, path: str, minimum: int) -> int:
-    return check_int(value, path, minimum)
-
-
-def _number(value: Any, path: str, above: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(path, f"expected a finite number, got {value!r}")
-    if value <= above:
-        raise ConfigError(path, f"must be > {above}, got {value}")
-    return float(value)
-
-
-def _bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"expected true or false, got {value!r}")
-    return value
-
-
-def _opt_str(value: Any, path: str) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ConfigError(path, f"expected a non-empty string or null, got {value!r}")
-    return value
-
 
 
 @dataclass(frozen=True)
@@ -71,21 +41,21 @@ class SchedulerSection:
 
     @staticmethod
     def parse(d: Any, path: str = "scheduler") -> "SchedulerSection":
-        d = _keys(d, {"grace_period", "reduction_factor", "rung_metric", "cooldown_frac", "enabled"}, path)
+        d = check_section(d, {"grace_period", "reduction_factor", "rung_metric", "cooldown_frac", "enabled"}, path)
         out = SchedulerSection()
         rung = d.get("rung_metric", out.rung_metric)
         if rung not in RUNG_METRICS:
             raise ConfigError(f"{path}.rung_metric", f"expected one of {', '.join(RUNG_METRICS)}, got {rung!r}")
-        factor = _number(d.get("reduction_factor", out.reduction_factor), f"{path}.reduction_factor", 1.0)
-        cooldown = _number(d.get("cooldown_frac", out.cooldown_frac), f"{path}.cooldown_frac", 0.0)
+        factor = check_number(d.get("reduction_factor", out.reduction_factor), f"{path}.reduction_factor", lo=1.0, lo_open=True)
+        cooldown = check_number(d.get("cooldown_frac", out.cooldown_frac), f"{path}.cooldown_frac", lo=0.0, lo_open=True)
         if cooldown > 1.0:
             raise ConfigError(f"{path}.cooldown_frac", f"must be <= 1 (a fraction of the steps so far), got {cooldown}")
         return SchedulerSection(
-            grace_period=_int(d.get("grace_period", out.grace_period), f"{path}.grace_period", 1),
+            grace_period=check_int(d.get("grace_period", out.grace_period), f"{path}.grace_period", 1),
             reduction_factor=factor,
             rung_metric=rung,
             cooldown_frac=cooldown,
-            enabled=_bool(d.get("enabled", True), f"{path}.enabled"),
+            enabled=check_bool(d.get("enabled", True), f"{path}.enabled"),
         )
 
     def milestones(self, max_step: int) -> list[int]:
@@ -119,18 +89,18 @@ class VerdictSection:
     def parse(d: Any, path: str = "verdict") -> "VerdictSection":
         from sweep.stats.verdicts import check_correction
 
-        d = _keys(d, {"effect", "seed_std", "alpha", "power", "correction"}, path)
+        d = check_section(d, {"effect", "seed_std", "alpha", "power", "correction"}, path)
         out = VerdictSection()
         effect = d.get("effect")
         if effect is not None:
-            effect = _number(effect, f"{path}.effect", 0.0)
-        alpha = _number(d.get("alpha", out.alpha), f"{path}.alpha", 0.0)
-        power = _number(d.get("power", out.power), f"{path}.power", 0.0)
+            effect = check_number(effect, f"{path}.effect", lo=0.0, lo_open=True)
+        alpha = check_number(d.get("alpha", out.alpha), f"{path}.alpha", lo=0.0, lo_open=True)
+        power = check_number(d.get("power", out.power), f"{path}.power", lo=0.0, lo_open=True)
         if alpha >= 0.5:
             raise ConfigError(f"{path}.alpha", f"must be < 0.5, got {alpha}")
         if power >= 1.0:
             raise ConfigError(f"{path}.power", f"must be < 1, got {power}")
-        return VerdictSection(effect=effect, seed_std=_number(d.get("seed_std", out.seed_std), f"{path}.seed_std", 0.0),
+        return VerdictSection(effect=effect, seed_std=check_number(d.get("seed_std", out.seed_std), f"{path}.seed_std", lo=0.0, lo_open=True),
                               alpha=alpha, power=power,
                               correction=check_correction(d.get("correction", out.correction), f"{path}.correction"))
 
@@ -151,13 +121,13 @@ class ResourcesSection:
 
     @staticmethod
     def parse(d: Any, path: str = "resources") -> "ResourcesSection":
-        d = _keys(d, {"workers", "use_gpu", "cpus_per_worker", "max_failures"}, path)
+        d = check_section(d, {"workers", "use_gpu", "cpus_per_worker", "max_failures"}, path)
         out = ResourcesSection()
         return ResourcesSection(
-            workers=_int(d.get("workers", out.workers), f"{path}.workers", 1),
-            use_gpu=_bool(d.get("use_gpu", out.use_gpu), f"{path}.use_gpu"),
-            cpus_per_worker=_number(d.get("cpus_per_worker", out.cpus_per_worker), f"{path}.cpus_per_worker", 0.0),
-            max_failures=_int(d.get("max_failures", out.max_failures), f"{path}.max_failures", 0),
+            workers=check_int(d.get("workers", out.workers), f"{path}.workers", 1),
+            use_gpu=check_bool(d.get("use_gpu", out.use_gpu), f"{path}.use_gpu"),
+            cpus_per_worker=check_number(d.get("cpus_per_worker", out.cpus_per_worker), f"{path}.cpus_per_worker", lo=0.0, lo_open=True),
+            max_failures=check_int(d.get("max_failures", out.max_failures), f"{path}.max_failures", 0),
         )
 
 
@@ -170,11 +140,11 @@ class MlflowSection:
 
     @staticmethod
     def parse(d: Any, path: str = "mlflow") -> "MlflowSection":
-        d = _keys(d, {"tracking_uri", "experiment"}, path)
-        uri = _opt_str(d.get("tracking_uri"), f"{path}.tracking_uri")
+        d = check_section(d, {"tracking_uri", "experiment"}, path)
+        uri = check_opt_str(d.get("tracking_uri"), f"{path}.tracking_uri")
         return MlflowSection(
             tracking_uri=None if uri is None else check_tracking_uri(uri, f"{path}.tracking_uri"),
-            experiment=_opt_str(d.get("experiment"), f"{path}.experiment"),
+            experiment=check_opt_str(d.get("experiment"), f"{path}.experiment"),
         )
 
 
@@ -187,11 +157,11 @@ class OptunaSection:
 
     @staticmethod
     def parse(d: Any, path: str = "optuna") -> "OptunaSection":
-        d = _keys(d, {"storage", "seed"}, path)
-        storage = _opt_str(d.get("storage"), f"{path}.storage")
+        d = check_section(d, {"storage", "seed"}, path)
+        storage = check_opt_str(d.get("storage"), f"{path}.storage")
         if storage is not None:
             check_database_url(storage, f"{path}.storage")
         seed = d.get("seed", 0)
         if seed is not None:
-            _int(seed, f"{path}.seed", 0)
+            check_int(seed, f"{path}.seed", 0)
         return OptunaSection(storage=storage, seed=seed)

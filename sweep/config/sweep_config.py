@@ -40,24 +40,15 @@ from typing import Any
 
 from search_spaces import schedule_from_dict
 from search_spaces.errors import ConfigError
-from sweep.config.sections import (
-    MlflowSection,
-    OptunaSection,
-    ResourcesSection,
-    SchedulerSection,
-    VerdictSection,
-    _int,
-    _keys,
-    _number,
-)
+from search_spaces.validation import MAX_SEED, check_int, check_number, check_section
+from sweep.config.script import ScriptSection
+from sweep.config.sections import MlflowSection, OptunaSection, ResourcesSection, SchedulerSection, VerdictSection
 from sweep.config.space import parse_search_space
 from sweep.core import layout, storage
 from sweep.core.layout import check_sweep_name
 from sweep.core.storage import REMOTE_SCHEMES, is_remote
 from trainable.config import TrainConfig, load_yaml
-from trainable.config_checks import MAX_SEED, check_int
 from trainable.yaml_input import parse_yaml
-from sweep.config.script import ScriptSection
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
@@ -134,7 +125,7 @@ def _parse_seeds(value: Any, path: str = "seeds") -> tuple[int, ...]:
 def _parse_simulator(value: Any, path: str = "simulator") -> Any:  # a trainable.simulator.SimulatorConfig
     from trainable.simulator import SimulatorConfig
 
-    d = _keys(value, {f for f in SimulatorConfig.__dataclass_fields__}, path)
+    d = check_section(value, {f for f in SimulatorConfig.__dataclass_fields__}, path)
     if d.get("checkpoint_dir") is not None:
         raise ConfigError(f"{path}.checkpoint_dir", "is set by the sweep (checkpoints go to the sweep storage)")
     try:
@@ -159,7 +150,7 @@ def _parse_confirm(value: Any, path: str = "confirm") -> dict | None:
 
 
 def _parse_trainer(value: Any, path: str = "trainer") -> TrainConfig:
-    d = _keys(value, set(TrainConfig.__dataclass_fields__) - {"_SECTIONS"}, path)
+    d = check_section(value, set(TrainConfig.__dataclass_fields__) - {"_SECTIONS"}, path)
     for key in _SWEEP_OWNED_TRAINER_KEYS:
         if key in d:
             raise ConfigError(f"{path}.{key}", "is set by the sweep for every run (search space, baselines, seeds)")
@@ -222,7 +213,7 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, d: Any) -> "SweepConfig":
         """Validate a YAML-shaped dict; the first problem found raises `ConfigError` naming its field."""
-        d = _keys(d, _TOP_KEYS, "")
+        d = check_section(d, _TOP_KEYS, "")
         name = check_sweep_name(d.get("name"))
         present = [b for b in BACKENDS if d.get(b) is not None]
         if len(present) > 1:
@@ -260,7 +251,7 @@ class SweepConfig:
             raise ConfigError("mlflow.tracking_uri", "required when storage is remote (no local sqlite file there)")
         penalty = d.get("divergence_penalty")
         if penalty is not None:
-            penalty = _check_penalty(_number(penalty, "divergence_penalty", 0.0), trainer, simulator)
+            penalty = _check_penalty(check_number(penalty, "divergence_penalty", lo=0.0, lo_open=True), trainer, simulator)
         return cls(
             name=name,
             trainer=trainer,
@@ -271,7 +262,7 @@ class SweepConfig:
             budget=budget,
             scheduler=scheduler,
             resources=resources,
-            max_concurrent_trials=_int(d.get("max_concurrent_trials", 1), "max_concurrent_trials", 1),
+            max_concurrent_trials=check_int(d.get("max_concurrent_trials", 1), "max_concurrent_trials", 1),
             storage=storage,
             mlflow=mlflow_section,
             optuna=OptunaSection.parse(d.get("optuna")),

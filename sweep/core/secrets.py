@@ -79,15 +79,21 @@ def redact_uri(value: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
-def redact_config(config: Any) -> Any:
-    """A copy of a YAML-shaped config with secret-looking keys removed and every string URI redacted."""
-    if isinstance(config, Mapping):
-        return {k: redact_config(v) for k, v in config.items() if not is_secret_key(str(k))}
-    if isinstance(config, (list, tuple)):
-        return [redact_config(v) for v in config]
-    if isinstance(config, str):
-        return redact_uri(config)
-    return config
+def redact_config(config: Any, secrets: Iterable[str] | None = None) -> Any:
+    """A copy of a YAML-shaped config as it may be recorded: secret-looking keys removed, every string URI
+    redacted and any secret value masked (`secrets`; the environment's credentials when None)."""
+    values = env_secrets() if secrets is None else list(secrets)
+
+    def clean(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            return {k: clean(v) for k, v in node.items() if not is_secret_key(str(k))}
+        if isinstance(node, (list, tuple)):
+            return [clean(v) for v in node]
+        if isinstance(node, str):
+            return redact_text(redact_uri(node), values)
+        return node
+
+    return clean(config)
 
 
 def env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:

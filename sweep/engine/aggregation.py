@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from sweep.core.status import DIVERGED, FINISHED, RUNNING
 from sweep.engine.rung_metrics import RUNG_KEY, RungScorer
 
-RUNNING, FINISHED, DIVERGED = "running", "finished", "diverged"
 _MEAN_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "lr_multiplier")
 _PER_SEED_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "tokens_per_s", "mfu", "step", "status",
                   "val_loss_cooldown", "probe_steps_run")

@@ -46,14 +46,39 @@ class PersistentASHA(AsyncHyperBandScheduler):
 
     def __init__(self, state_path: str, **kwargs: Any):
         super().__init__(brackets=1, **kwargs)
+        self.step_attr = kwargs.get("time_attr", "training_iteration")
         self._state_path = state_path
         self._loaded = False
         self._stopped: set[str] = set()  # trial ids ASHA stopped: a restored one is stopped again
 
-    # -----------------------------------------------------------------------------------------------------
+    # ---- ASHA's state ----------------------------------------------------------------------------------------
+    # ASHA has a public save/restore, but it pickles the scheduler's whole __dict__ (tying the file to Ray's
+    # internals) and Tune never calls it on restore (ray #30838). The rungs are saved here as JSON instead,
+    # which means reading and amending the bracket's rung records and ASHA's counters, kept in private fields
+    # with no public accessors: the four members below are the only places that touch them.
+    def _rung_records(self) -> list[tuple[float, dict[str, float]]]:
+        """The one bracket's (milestone, records) pairs, the records live (amending them amends ASHA)."""
+        return self._brackets[0]._rungs
+
+    def _track(self, trial: Any) -> None:
+        """Register a trial with the bracket (a trial restored mid-sweep may report before Tune re-adds it)."""
+        self._trial_info.setdefault(trial.trial_id, self._brackets[0])
+
+    def _untrack(self, trial: Any) -> None:
+        self._trial_info.pop(trial.trial_id, None)
+
+    @property
+    def _stops(self) -> int:
+        """ASHA's count of the trials it stopped (shown in its debug string; saved with the rungs)."""
+        return self._num_stopped
+
+    @_stops.setter
+    def _stops(self, value: int) -> None:
+        self._num_stopped = int(value)
+
     def rungs(self) -> list[tuple[float, dict[str, float]]]:
         """(milestone, {trial id: signed metric}) per rung, highest milestone first (as Ray keeps them)."""
-        return [(m, dict(rec)) for m, rec in self._brackets[0]._rungs]
+        return [(m, dict(rec)) for m, rec in self._rung_records()]
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -64,16 +89,16 @@ class PersistentASHA(AsyncHyperBandScheduler):
             return
         state = json.loads(text)
         saved = {float(m): rec for m, rec in state["rungs"]}
-        for milestone, recorded in self._brackets[0]._rungs:
+        for milestone, recorded in self._rung_records():
             recorded.update(saved.get(float(milestone), {}))
-        self._num_stopped = int(state.get("num_stopped", 0))
+        self._stops = int(state.get("num_stopped", 0))
         self._stopped = set(state.get("stopped", []))
         logger.info("ASHA rung state restored from %s", self._state_path)
 
     def _save(self) -> None:
         state = {
             "rungs": [[m, rec] for m, rec in self.rungs()],
-            "num_stopped": self._num_stopped,
+            "num_stopped": self._stops,
             "stopped": sorted(getattr(self, "_stopped", set())),
         }
         storage.write_text(self._state_path, json.dumps(state))
@@ -85,8 +110,7 @@ class PersistentASHA(AsyncHyperBandScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         self._ensure_loaded()
-        # A trial restored mid-sweep may report before Tune re-adds it to the scheduler.
-        self._trial_info.setdefault(trial.trial_id, self._brackets[0])
+        self._track(trial)
         if not hasattr(self, "_stopped"):
             self._stopped = set()  # a scheduler pickled before this field
         if trial.trial_id in self._stopped:
@@ -95,10 +119,10 @@ class PersistentASHA(AsyncHyperBandScheduler):
         action = super().on_trial_result(tune_controller, trial, result)
         if action == self.STOP and is_baseline(trial):
             # Recorded in the rung already (ASHA records before it decides); the baseline itself runs on.
-            self._num_stopped -= 1
+            self._stops -= 1
             action = self.CONTINUE
             logger.info("baseline %s kept running past the rung at step %s where ASHA would stop it",
-                        trial.config.get("baseline"), result.get(self._time_attr))
+                        trial.config.get("baseline"), result.get(self.step_attr))
         if action == self.STOP:
             self._stopped.add(trial.trial_id)
         self._save()
@@ -106,9 +130,9 @@ class PersistentASHA(AsyncHyperBandScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         self._ensure_loaded()
-        self._trial_info.setdefault(trial.trial_id, self._brackets[0])
+        self._track(trial)
         super().on_trial_complete(tune_controller, trial, result)
         self._save()
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
-        self._trial_info.pop(trial.trial_id, None)
+        self._untrack(trial)

@@ -43,6 +43,8 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from sweep.core.status import DIVERGED, FINISHED
+
 logger = logging.getLogger(__name__)
 
 METRIC, MODE = "val_loss", "min"
@@ -95,10 +97,10 @@ class GroupSearcher(OptunaSearch):
         self._baseline_trials: dict[str, str] = {}  # Tune trial id -> preset label
         self._last_step: dict[str, int] = {}
         # Optuna trial numbers to hand to the next new Tune trials (see the module docstring).
-        self._orphans: list[int] = [t.number for t in self._ot_study.get_trials(deepcopy=False)] if adopt_study else []
+        self._orphans: list[int] = [t.number for t in self.study.get_trials(deepcopy=False)] if adopt_study else []
         if self._orphans:
             # Seeded as the first start was, the sampler would propose the adopted trials' params again.
-            self._ot_study.sampler.reseed_rng()
+            self.study.sampler.reseed_rng()
 
     # -----------------------------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -106,13 +108,13 @@ class GroupSearcher(OptunaSearch):
             schedule = self._baselines_left.pop(0)
             self._baseline_trials[trial_id] = str(schedule["preset"])
             return self._config(schedule, baseline=str(schedule["preset"]))
-        if trial_id not in self._ot_trials:
+        if trial_id not in self._optuna_trials:
             if self._searched >= self._budget:
                 return Searcher.FINISHED
             orphans = getattr(self, "_orphans", [])  # a searcher pickled before this field: none
-            self._ot_trials[trial_id] = self._adopt(trial_id, orphans.pop(0)) if orphans else self._ot_study.ask()
+            self._optuna_trials[trial_id] = self._adopt(trial_id, orphans.pop(0)) if orphans else self.study.ask()
             self._searched += 1
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = self._optuna_trials[trial_id]
         schedule = self._group_space.suggest(ot_trial)
         return {**self._config(schedule.to_dict(), baseline=None), OPTUNA_TRIAL_KEY: int(ot_trial.number)}
 
@@ -123,11 +125,10 @@ class GroupSearcher(OptunaSearch):
 
     def _link(self, trial_id: str, number: int) -> Any:
         """Optuna trial `number` as `trial_id`'s: live if it still runs, else its fixed params (told already)."""
-        frozen = self._ot_study.get_trials(deepcopy=False)[number]
+        frozen = self.study.get_trials(deepcopy=False)[number]
         if frozen.state == optuna.trial.TrialState.RUNNING:
-            # Optuna has no public way to reattach to a running trial by number; its storage id is private.
-            return optuna.trial.Trial(self._ot_study, frozen._trial_id)
-        self._completed_trials.add(trial_id)  # told already: nothing more goes to Optuna for it
+            return _reattach(self.study, frozen)
+        self._told.add(trial_id)  # told already: nothing more goes to Optuna for it
         return optuna.trial.FixedTrial(frozen.params, number)
 
     def _config(self, schedule: dict, baseline: str | None) -> dict:
@@ -138,7 +139,7 @@ class GroupSearcher(OptunaSearch):
 
     # -----------------------------------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+        if trial_id not in self._optuna_trials or trial_id in self._told:
             return
         # What ASHA compared (schedule-aware at rungs), so a pruned group's last intermediate value, which
         # TPE ranks it by, is not the short-horizon-biased raw loss; the raw loss when there is none.
@@ -151,23 +152,23 @@ class GroupSearcher(OptunaSearch):
         self._report(trial_id, float(value), int(step))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+        if trial_id not in self._optuna_trials or trial_id in self._told:
             return  # baselines are not Optuna trials
         state, value = self.verdict(result, error)
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = self._optuna_trials[trial_id]
         if state == optuna.trial.TrialState.PRUNED and value is not None and trial_id not in self._last_step:
             # Optuna takes a pruned trial's value from its last intermediate value.
             self._report(trial_id, value, int((result or {}).get("step", 0)))
-        if state == optuna.trial.TrialState.COMPLETE and (result or {}).get("status") == "finished":
+        if state == optuna.trial.TrialState.COMPLETE and (result or {}).get("status") == FINISHED:
             worst = getattr(self, "_worst_finished", None)  # a searcher pickled before this field: None
             self._worst_finished = value if worst is None else max(worst, value)
         try:
-            self._ot_study.tell(ot_trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
+            self.study.tell(ot_trial, value if state == optuna.trial.TrialState.COMPLETE else None, state=state)
         except (RuntimeError, ValueError) as err:
             # A group that completed after the last saved searcher state but before a driver kill is run
             # once more on resume; a database-backed study already holds its verdict.
             logger.warning("Optuna trial %s not told again: %s", ot_trial.number, err)
-        self._completed_trials.add(trial_id)
+        self._told.add(trial_id)
 
     def _report(self, trial_id: str, value: float, step: int) -> None:
         """An intermediate value to Optuna, unless the study already holds the trial as finished.
@@ -176,11 +177,11 @@ class GroupSearcher(OptunaSearch):
         searcher pickled before the study's last write and replays results of trials the database has
         already closed; Optuna refuses to update those (UpdateFinishedTrialError), and they need nothing."""
         try:
-            self._ot_trials[trial_id].report(value, step)
+            self._optuna_trials[trial_id].report(value, step)
         except optuna.exceptions.UpdateFinishedTrialError:
             logger.info("Optuna trial %s is already finished in the study: replayed result skipped",
-                        self._ot_trials[trial_id].number)
-            self._completed_trials.add(trial_id)
+                        self._optuna_trials[trial_id].number)
+            self._told.add(trial_id)
 
     def verdict(self, result: dict | None, error: bool) -> tuple[optuna.trial.TrialState, float | None]:
         """What Optuna is told about a group that ended with last result `result`."""
@@ -189,9 +190,9 @@ class GroupSearcher(OptunaSearch):
             return TrialState.FAIL, None
         status = result.get("status")
         value = result.get(METRIC)
-        if status == "finished" and _finite(value):
+        if status == FINISHED and _finite(value):
             return TrialState.COMPLETE, float(value)
-        if status == "diverged" or (status == "finished" and not _finite(value)):
+        if status == DIVERGED or (status == FINISHED and not _finite(value)):
             if self._penalty is not None:
                 return TrialState.COMPLETE, self.penalty()
             return TrialState.FAIL, None
@@ -213,14 +214,14 @@ class GroupSearcher(OptunaSearch):
         newest experiment state there, which Tune restores (module docstring)."""
         super().restore_from_dir(checkpoint_dir)
         trials = saved_tune_trials(checkpoint_dir)
-        if trials is not None and self._storage is not None:
+        if trials is not None and self._has_database:
             self._reconcile(trials)
 
     def _reconcile(self, trials: dict[str, dict]) -> None:
         """Make the searcher agree with Tune's restored trials (trial id -> config): which groups exist, which
         baselines were emitted, which Optuna trial each searched group runs; the rest of the study is orphaned."""
-        for tid in [t for t in self._ot_trials if t not in trials]:
-            del self._ot_trials[tid]  # a group Tune lost: its Optuna trial becomes an orphan
+        for tid in [t for t in self._optuna_trials if t not in trials]:
+            del self._optuna_trials[tid]  # a group Tune lost: its Optuna trial becomes an orphan
         linked: set[int] = set()
         emitted: list[str] = []
         for tid, config in trials.items():
@@ -230,14 +231,14 @@ class GroupSearcher(OptunaSearch):
                 continue
             number = config.get(OPTUNA_TRIAL_KEY)
             if number is None:  # a trial from before this key existed: keep what the searcher state says
-                if tid in self._ot_trials:
-                    linked.add(int(self._ot_trials[tid].number))
+                if tid in self._optuna_trials:
+                    linked.add(int(self._optuna_trials[tid].number))
                 continue
-            if tid not in self._ot_trials or int(self._ot_trials[tid].number) != int(number):
+            if tid not in self._optuna_trials or int(self._optuna_trials[tid].number) != int(number):
                 logger.warning("Tune trial %s runs Optuna trial %s, which the saved searcher state missed", tid, number)
-                self._ot_trials[tid] = self._link(tid, int(number))
+                self._optuna_trials[tid] = self._link(tid, int(number))
             linked.add(int(number))
-        self._searched = len(self._ot_trials)
+        self._searched = len(self._optuna_trials)
         configured = getattr(self, "_all_baselines", None)  # None: a searcher pickled before this field
         if configured is not None:
             # The baselines still to emit: the configured ones less those Tune has (one each, in order).
@@ -247,7 +248,7 @@ class GroupSearcher(OptunaSearch):
                     left.remove(str(b["preset"]))
                 else:
                     self._baselines_left.append(dict(b))
-        self._orphans = [t.number for t in self._ot_study.get_trials(deepcopy=False) if t.number not in linked]
+        self._orphans = [t.number for t in self.study.get_trials(deepcopy=False) if t.number not in linked]
 
     def restore(self, checkpoint_path: str) -> None:
         """Tune's searcher restore, plus: with a database-backed study, trials asked after the last saved
@@ -255,26 +256,47 @@ class GroupSearcher(OptunaSearch):
         trials (module docstring)."""
         super().restore(checkpoint_path)
         self._orphans = []
-        if self._storage is None:
+        if not self._has_database:
             return
         # The sampler's random state comes back as it was saved: the next asks would replay the params of
         # trials asked after that save (the study holds them already), so give it a fresh one.
-        self._ot_study.sampler.reseed_rng()
-        known = {t.number for t in self._ot_trials.values()}
-        self._orphans = [t.number for t in self._ot_study.get_trials(deepcopy=False) if t.number not in known]
+        self.study.sampler.reseed_rng()
+        known = {t.number for t in self._optuna_trials.values()}
+        self._orphans = [t.number for t in self.study.get_trials(deepcopy=False) if t.number not in known]
         if self._orphans:
             logger.warning("Optuna trials %s were asked after the last saved searcher state: the next new groups "
                            "adopt them", self._orphans)
 
-    # -----------------------------------------------------------------------------------------------------
+    # ---- OptunaSearch's state ----------------------------------------------------------------------------
+    # Ray's OptunaSearch keeps its study, its Tune-trial -> Optuna-trial map and the trials it has told in
+    # private fields, with no public accessors; this subclass must read and amend them (adopting orphans,
+    # reconciling after a restore). They are read here only, so a Ray change breaks these four lines.
     @property
     def study(self) -> optuna.Study:
         return self._ot_study
 
+    @property
+    def _optuna_trials(self) -> dict[str, Any]:
+        return self._ot_trials
+
+    @property
+    def _told(self) -> set[str]:
+        return self._completed_trials
+
+    @property
+    def _has_database(self) -> bool:
+        return self._storage is not None
+
     def optuna_trial_number(self, trial_id: str) -> int | None:
         """The Optuna trial number behind a Tune trial (None for baselines)."""
-        t = self._ot_trials.get(trial_id)
+        t = self._optuna_trials.get(trial_id)
         return None if t is None else t.number
+
+
+def _reattach(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> optuna.trial.Trial:
+    """A live handle on the running Optuna trial `frozen`. Optuna has no public way to reattach to a running
+    trial by number: `Trial` takes the storage id, which a `FrozenTrial` keeps in a private field."""
+    return optuna.trial.Trial(study, frozen._trial_id)
 
 
 def saved_tune_trials(tune_dir: str) -> dict[str, dict] | None:

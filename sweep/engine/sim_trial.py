@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 from search_spaces import schedule_from_dict
 from sweep.engine.aggregation import GroupAggregator, train_run_name
+from sweep.core.status import RUNNING
 from sweep.core.trial_spec import TrialSpec
 from sweep.engine.rung_metrics import COOLDOWN, RungScorer
 from trainable.simulator import SimulatorConfig, iter_reports
@@ -133,7 +134,7 @@ def sim_group_trial(config: dict[str, Any]) -> None:
         group = SimulatedGroup(TrialSpec.from_config(config), trial_id, work_path / "seeds", resume_dir)
         last_checkpoint = time.monotonic()
         for result in group.results():
-            final = result["status"] != "running"  # a group that has ended is never resumed
+            final = result["status"] != RUNNING  # a group that has ended is never resumed
             if final or time.monotonic() - last_checkpoint < CHECKPOINT_INTERVAL_S:
                 tune.report(result)
                 continue

@@ -35,6 +35,7 @@ from scipy import optimize as _optimize
 from scipy import stats as _stats
 
 from search_spaces.errors import ConfigError
+from search_spaces.validation import check_number
 from sweep.stats.verdicts import MIN_PAIRS, paired_comparison
 
 DEFAULT_ALPHA = 0.01
@@ -43,15 +44,11 @@ MAX_SEEDS = 10_000
 
 
 def _positive(value: float, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(field, f"must be a finite number > 0, got {value!r}")
-    return float(value)
+    return check_number(value, field, lo=0.0, lo_open=True)
 
 
 def _fraction(value: float, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ConfigError(field, f"must be strictly between 0 and 1, got {value!r}")
-    return float(value)
+    return check_number(value, field, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
 
 
 def family_alpha(alpha: float, comparisons: int = 1, correction: str = "holm") -> float:

@@ -42,7 +42,8 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from sweep.tracking.pending import HeldBackWrites, TrialView, Write
-from sweep.tracking.params import (MAX_PARAM_CHARS, flatten, git_commit, loggable_params, package_versions, redact_config, redact_uri)
+from sweep.core.secrets import redact_config, redact_uri
+from sweep.tracking.params import MAX_PARAM_CHARS, flatten, git_commit, loggable_params, package_versions
 from sweep.core.outcome import GroupOutcome, group_label, outcome_from_result, outcome_from_trial, rank_groups
 from sweep.core.status import RUNNING, TUNE_ENDED
 from sweep.tracking.progress import leaderboard

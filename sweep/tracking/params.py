@@ -16,12 +16,10 @@ from typing import Any, Mapping
 
 from search_spaces import Schedule, schedule_from_dict
 from search_spaces.errors import ConfigError
-
 from sweep.core.secrets import env_secrets, is_secret_key, redact_text, redact_uri
-from sweep.core.secrets import redact_config as _redact_config
 
 __all__ = ["MAX_PARAM_CHARS", "PACKAGES", "flatten", "git_commit", "loggable_params", "package_versions",
-           "redact_config", "redact_uri"]
+           "schedule_from_params"]
 
 PACKAGES = ("torch", "ray", "optuna", "mlflow", "schedsweep")
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -56,21 +54,6 @@ def loggable_params(config: Mapping[str, Any]) -> dict[str, str]:
         text = _clean(value if isinstance(value, str) else str(value), secrets)
         params[key] = text[:MAX_PARAM_CHARS]
     return params
-
-
-def redact_config(config: Any) -> Any:
-    """The same config with secret-looking keys removed, URIs redacted and the environment's secret values
-    masked (for the YAML artifact)."""
-    secrets = env_secrets()
-
-    def mask(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: mask(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [mask(v) for v in node]
-        return redact_text(node, secrets) if isinstance(node, str) else node
-
-    return mask(_redact_config(config))
 
 
 def git_commit(repo_dir: Path | None = None) -> str:

