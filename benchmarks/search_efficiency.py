@@ -49,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_spaces import get_search_space, schedule_from_dict  # noqa: E402
 from sweep.config import SchedulerSection  # noqa: E402
+from sweep.core.trial_spec import TrialSpec  # noqa: E402
 from sweep.engine.rung_metrics import RUNG_KEY  # noqa: E402
 from sweep.engine.scheduler import PersistentASHA  # noqa: E402
 from sweep.engine.searcher import METRIC, MODE, GroupSearcher  # noqa: E402
-from sweep.core.trial_spec import TrialSpec  # noqa: E402
 from sweep.engine.sim_trial import SimulatedGroup  # noqa: E402
 from trainable.simulator import SimulatorConfig, noiseless_final_loss  # noqa: E402
 

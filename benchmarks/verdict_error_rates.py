@@ -53,11 +53,11 @@ from scipy import optimize  # noqa: E402
 from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 
 from search_spaces import schedule_from_dict  # noqa: E402
+from sweep.analysis.content import compare_with_baselines  # noqa: E402
 from sweep.confirm.plan import confirm_seeds, select_finalists  # noqa: E402
 from sweep.confirm.report import delta_points  # noqa: E402
-from sweep.core.status import FINISHED  # noqa: E402
 from sweep.core.outcome import GroupOutcome  # noqa: E402
-from sweep.analysis.content import compare_with_baselines  # noqa: E402
+from sweep.core.status import FINISHED  # noqa: E402
 from sweep.stats.planning import family_alpha, paired_power  # noqa: E402
 from sweep.stats.verdicts import CALLED, CORRECTIONS, family_verdicts  # noqa: E402
 from trainable.simulator import SimulatorConfig, noiseless_final_loss, simulated_losses  # noqa: E402

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
 
-from sweep.tracking.tags import TAG_LAST_STEP
 from sweep.tracking.callback import MLflowSweepCallback
 from sweep.tracking.queries import find_sweep_run
+from sweep.tracking.tags import TAG_LAST_STEP
 
 
 def result(step: int) -> dict:

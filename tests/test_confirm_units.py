@@ -12,10 +12,10 @@ from ray.tune.search import Searcher
 from search_spaces.errors import ConfigError
 from sweep.cli import main
 from sweep.config import SweepConfig
-from sweep.core.outcome import GroupOutcome
-from sweep.confirm.plan import confirm_seeds, select_finalists, stage_config, stage_groups, stage_name
 from sweep.config.confirm_settings import parse_horizons
+from sweep.confirm.plan import confirm_seeds, select_finalists, stage_config, stage_groups, stage_name
 from sweep.confirm.report import DeltaPoint, delta_points, render_markdown, trend_words
+from sweep.core.outcome import GroupOutcome
 from sweep.core.status import FINISHED, PRUNED
 from sweep.engine.searcher import FixedGroupSearcher
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-
 from search_spaces import schedule_from_dict
+from sweep.tracking.params import schedule_params
 from sweep.tracking.tags import GROUP_METRICS, SEED_METRICS, TAG_GROUP
-from sweep.tracking.callback import schedule_params
 from trainable.report_history import HISTORY_FILE
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -24,9 +24,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from servers import mlflow_server, ray_head, venv_bin
-from sweep.tracking.tags import TAG_GROUP, TAG_STATUS
-from sweep.tracking.queries import groups_from_mlflow
 from sweep.tracking.progress import leaderboard
+from sweep.tracking.queries import groups_from_mlflow
+from sweep.tracking.tags import TAG_GROUP, TAG_STATUS
 from test_mlflow_layout import check_sweep_layout
 from test_sweep_run_helpers import tiny_sweep
 

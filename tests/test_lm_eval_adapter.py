@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 
 from sweep.config import SweepConfig
-from sweep.core.outcome import GroupOutcome
 from sweep.confirm.lm_eval import evaluate_stage, final_checkpoint, log_to_mlflow
+from sweep.core.outcome import GroupOutcome
 from sweep.tracking.callback import MLflowSweepCallback
 from trainable.config import TrainConfig
 from trainable.data.shards import write_shard

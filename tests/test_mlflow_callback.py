@@ -16,11 +16,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweep.core.secrets import redact_uri
+from sweep.tracking.callback import MLflowSweepCallback
 from sweep.tracking.params import loggable_params
 from sweep.tracking.pending import HeldBackWrites, TrialView, Write
-from sweep.tracking.tags import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP
-from sweep.tracking.callback import MLflowSweepCallback
 from sweep.tracking.queries import groups_from_mlflow
+from sweep.tracking.tags import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP
 
 SCHEDULE = {"warmup_frac": 0.1, "hold_frac": 0.5, "shape": "cosine", "floor": 0.1}
 

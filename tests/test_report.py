@@ -20,13 +20,13 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from search_spaces import get_preset, list_presets, schedule_from_dict
+from sweep.analysis.plots import mean_band
+from sweep.analysis.report import build_report
 from sweep.cli import main
 from sweep.config import DEMO_CONFIG, SweepConfig
-from sweep.tracking.callback import MLflowSweepCallback
-from sweep.analysis.report import build_report
-from sweep.tracking.params import schedule_from_params
-from sweep.analysis.plots import mean_band
 from sweep.stats.planning import required_seeds
+from sweep.tracking.callback import MLflowSweepCallback
+from sweep.tracking.params import schedule_from_params
 from trainable.config import load_yaml
 
 STEPS = (10, 20, 30, 40)

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from search_spaces import schedule_from_dict
+from sweep.core.trial_spec import TrialSpec
 from sweep.engine.aggregation import GroupAggregator
 from sweep.engine.group_trial import seed_trainer_config
 from sweep.engine.rung_metrics import MAX_FIT_POINTS, RUNG_KEY, RungScorer, predict_seed_final, run_lrs
 from sweep.engine.scheduler import PersistentASHA
 from trainable.config import TrainConfig
 from trainable.simulator import SimulatorConfig, cooldown_probe_loss, iter_reports, noiseless_final_loss, probe_plan
-from sweep.core.trial_spec import TrialSpec
 
 QUIET = dict(total_steps=8000, eval_interval=250, noise_std=0.0, seed_offset_std=0.0)
 WSD_LATE = {"hold_frac": 0.9, "shape": "sqrt", "floor": 0.0}

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from sweep.config import SweepConfig
+from sweep.config.trial import trial_spec
+from sweep.engine.resources import concurrency, group_resources
 from sweep.engine.rung_metrics import RUNG_KEY
 from sweep.engine.sim_trial import SimulatedGroup
-from sweep.engine.resources import concurrency, group_resources
-from sweep.config.trial import trial_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sweep_run_helpers import ray_env, run_and_kill_when  # noqa: E402

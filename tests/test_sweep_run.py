@@ -15,10 +15,10 @@ import pytest
 from search_spaces.errors import ConfigError
 from sweep.commands.run import load, summary
 from sweep.config import ResourcesSection, SweepConfig, load_sweep_config
+from sweep.config.trial import trial_spec
+from sweep.core.layout import sweep_exists
 from sweep.engine.group_trial import seed_trainer_config, train_run_name
 from sweep.engine.resources import concurrency, group_resources
-from sweep.core.layout import sweep_exists
-from sweep.config.trial import trial_spec
 from trainable.config import TrainConfig
 from trainable.ray_trainable import RayReportHooks
 from trainable.report_history import HISTORY_FILE

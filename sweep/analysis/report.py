@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Sequence
 
 from search_spaces.errors import ConfigError
-from sweep.core.storage import is_remote
-from sweep.core.secrets import redact_uri
 from sweep.analysis.content import (ComparisonRow, baseline_noise, compare_with_baselines, family_text, input_warnings, resolution, resolution_text)
-from sweep.core.outcome import RankedGroup, rank_groups
 from sweep.analysis.read import GroupOutcome, SweepRecord, locate_sweep, metric_curves, read_sweep
+from sweep.core.outcome import RankedGroup, rank_groups
+from sweep.core.secrets import redact_uri
+from sweep.core.storage import is_remote
 from sweep.stats.planning import DEFAULT_POWER, NoiseEstimate
 from sweep.stats.verdicts import DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, min_wilcoxon_n
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from search_spaces.errors import ConfigError
-from sweep.config.store_uris import check_database_url, check_tracking_uri
 from search_spaces.validation import check_bool, check_int, check_number, check_opt_str, check_section
+from sweep.config.store_uris import check_database_url, check_tracking_uri
 
 __all__ = ["RUNG_METRICS", "MlflowSection", "OptunaSection", "ResourcesSection", "SchedulerSection", "VerdictSection"]
 

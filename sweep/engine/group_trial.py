@@ -34,9 +34,9 @@ from ray.tune import Callback
 from ray.util.queue import Empty, Queue
 
 from sweep.core import storage
+from sweep.core.trial_spec import TrialSpec
 from sweep.engine.aggregation import GroupAggregator, train_run_name
 from sweep.engine.rung_metrics import COOLDOWN, RungScorer
-from sweep.core.trial_spec import TrialSpec
 from trainable.ray_trainable import train_worker
 from trainable.run_control import StopSignal, default_scratch_dir
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from search_spaces import schedule_from_dict
-from sweep.engine.aggregation import GroupAggregator, train_run_name
 from sweep.core.status import RUNNING
 from sweep.core.trial_spec import TrialSpec
+from sweep.engine.aggregation import GroupAggregator, train_run_name
 from sweep.engine.rung_metrics import COOLDOWN, RungScorer
 from trainable.simulator import SimulatorConfig, iter_reports
 

@@ -16,8 +16,8 @@ import yaml
 
 from search_spaces.errors import ConfigError
 from sweep.config import SweepConfig
-from sweep.core import layout, storage
 from sweep.config.trial import trial_spec
+from sweep.core import layout, storage
 from sweep.engine.preflight import check_before_start
 from sweep.engine.ray_session import init_ray, stop_gracefully_on_signals
 from sweep.engine.resources import concurrency, group_resources

@@ -29,11 +29,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 import time
 import uuid
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
@@ -41,25 +39,22 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from sweep.tracking.pending import HeldBackWrites, TrialView, Write
+from sweep.core.outcome import group_label, outcome_from_result, outcome_from_trial
 from sweep.core.secrets import redact_config, redact_uri
-from sweep.tracking.params import MAX_PARAM_CHARS, flatten, git_commit, loggable_params, package_versions
-from sweep.core.outcome import GroupOutcome, group_label, outcome_from_result, outcome_from_trial, rank_groups
 from sweep.core.status import RUNNING, TUNE_ENDED
+from sweep.tracking.artifacts import log_group_schedule, log_top_schedules
+from sweep.tracking.params import (MAX_PARAM_CHARS, flatten, git_commit, loggable_params, package_versions,
+                                   schedule_params)
+from sweep.tracking.pending import HeldBackWrites, TrialView, Write
 from sweep.tracking.progress import leaderboard
-from sweep.tracking.queries import _search_all, latest_metric_steps
-from sweep.tracking.tags import GROUP_METRICS, KIND_GROUP, KIND_SEED, KIND_SWEEP, SEED_METRICS, TAG_GROUP, TAG_KIND, TAG_LABEL, TAG_LAST_STEP, TAG_PARENT, TAG_PARENT_SWEEP, TAG_SEED, TAG_STAGE, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID, TAG_TRAIN_RUN, _RUN_STATE, seed_status
+from sweep.tracking.queries import latest_metric_steps, search_all
+from sweep.tracking.tags import (GROUP_METRICS, KIND_GROUP, KIND_SEED, KIND_SWEEP, RUN_STATE, SEED_METRICS, TAG_GROUP,
+                                 TAG_KIND, TAG_LABEL, TAG_LAST_STEP, TAG_PARENT, TAG_PARENT_SWEEP, TAG_SEED, TAG_STAGE,
+                                 TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID, TAG_TRAIN_RUN, seed_status)
 
 logger = logging.getLogger(__name__)
 
 _BATCH_PARAMS = 100  # MLflow's limit on params per log_batch
-
-
-def schedule_params(schedule_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """A schedule's `flat_params()` (contract), via `search_spaces.schedule_from_dict`."""
-    from search_spaces import schedule_from_dict  # imported late: keeps this module importable alone
-
-    return dict(schedule_from_dict(dict(schedule_dict)).flat_params())
 
 
 def _metric_value(value: Any) -> float | None:
@@ -266,7 +261,7 @@ class MLflowSweepCallback(Callback):
 
     def _index_existing_runs(self) -> None:
         """Find this sweep's runs (any state) so a resumed sweep reuses them."""
-        runs = _search_all(self.client, self.experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{self.sweep_id}'")
+        runs = search_all(self.client, self.experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{self.sweep_id}'")
         for run in runs:
             tags = run.data.tags
             key = (tags.get(TAG_KIND, ""), tags.get(TAG_GROUP, ""), tags.get(TAG_SEED, ""))
@@ -300,27 +295,11 @@ class MLflowSweepCallback(Callback):
         outcomes = [outcome_from_trial(t) for t in trials]
         self.client.log_text(self.sweep_run_id, leaderboard(outcomes, title=f"Sweep {self.sweep_name}"),
                              "leaderboard.txt")
-        self._guard("plotting the best schedules", self._log_top_plot, trials, outcomes)
+        self._guard("plotting the best schedules", log_top_schedules, self.client, self.sweep_run_id,
+                    {str(t.trial_id): (t.config or {}).get("schedule") for t in trials}, outcomes, self.total_steps)
         # Trials still pending or running mean Tune was interrupted: the sweep is not done.
         done = all(t.status in TUNE_ENDED for t in trials)
         self.client.set_terminated(self.sweep_run_id, status="FINISHED" if done else "KILLED")
-
-    def _log_top_plot(self, trials: list, outcomes: list[GroupOutcome], top: int = 6) -> None:
-        """The best finished groups' schedules on one plot (``schedules_top.png`` on the sweep run)."""
-        from search_spaces import schedule_from_dict
-        from sweep.core.schedule_plot import plot_schedules
-
-        configs = {str(t.trial_id): t.config for t in trials}
-        ranked = rank_groups(outcomes)[0][:top]
-        if not ranked:
-            return
-        named = {f"#{r.rank} {r.group.label} {r.group.group_id} ({r.loss.mean:.4f})":
-                 schedule_from_dict(dict(configs[r.group.group_id]["schedule"])) for r in ranked}
-        total = self.total_steps or max(r.group.step for r in ranked)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "schedules_top.png"
-            plot_schedules(named, total, path)
-            self.client.log_artifact(self.sweep_run_id, str(path))
 
     # ---- group and seed runs --------------------------------------------------------------------
 
@@ -408,7 +387,7 @@ class MLflowSweepCallback(Callback):
             if run_id is not None:
                 state = seed_status(outcome.status, (per_seed.get(seed) or {}).get("status"))
                 self.client.set_tag(run_id, TAG_STATUS, state)
-                self.client.set_terminated(run_id, status=_RUN_STATE[state])
+                self.client.set_terminated(run_id, status=RUN_STATE[state])
 
         metrics = {"final_step": float(outcome.step)}
         for name in ("val_loss", "val_bpb"):
@@ -418,22 +397,12 @@ class MLflowSweepCallback(Callback):
         now = int(time.time() * 1000)
         self.client.log_batch(group_run, metrics=[Metric(k, v, now, outcome.step) for k, v in metrics.items()],
                               tags=[RunTag(TAG_STATUS, outcome.status)])
-        self.client.set_terminated(group_run, status=_RUN_STATE[outcome.status])
+        self.client.set_terminated(group_run, status=RUN_STATE[outcome.status])
         # A plotting problem must not leave the run's end state unwritten, hence after it.
-        self._guard(f"plotting the schedule of {group}", self._log_plot, group_run, group, outcome)
+        self._guard(f"plotting the schedule of {group}", log_group_schedule, self.client, group_run,
+                    self._group_schedules.get(group) or {}, outcome, self.total_steps)
         # Should Tune start this trial again (a retry after an error), its runs go back to RUNNING.
         self._group_schedules.pop(group, None)
-
-    def _log_plot(self, run_id: str, group: str, outcome: GroupOutcome) -> None:
-        from search_spaces import schedule_from_dict
-        from sweep.core.schedule_plot import plot_schedules
-
-        total = self.total_steps or max(outcome.step, 1)
-        schedule = schedule_from_dict(dict(self._group_schedules[group]))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "schedule.png"
-            plot_schedules({f"{group} ({outcome.label})": schedule}, total, path)
-            self.client.log_artifact(run_id, str(path))
 
 
 def _view(trial: Any) -> dict[str, Any]:

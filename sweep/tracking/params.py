@@ -81,6 +81,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def schedule_params(schedule_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A schedule's `flat_params()` (contract), via `search_spaces.schedule_from_dict`."""
+    return dict(schedule_from_dict(dict(schedule_dict)).flat_params())
+
+
 # ---- reading params back ---------------------------------------------------------------------------------
 # Group-run params that describe the group, not its schedule.
 _GROUP_PARAMS = {"group_id", "baseline", "seeds", "seed"}

@@ -16,7 +16,7 @@ from sweep.tracking.tags import (KIND_GROUP, KIND_SEED, KIND_SWEEP, TAG_GROUP, T
                                  TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID)
 
 
-def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
     """Every run matching `filter_string`, oldest first, across result pages."""
     runs: list = []
     token = None
@@ -31,14 +31,14 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
 
 def latest_sweep_run(client: MlflowClient, experiment_id: str, sweep_name: str) -> Any | None:
     """The latest sweep run named `sweep_name` (a sweep started again with --overwrite has a newer one), or None."""
-    sweeps = _search_all(client, experiment_id,
+    sweeps = search_all(client, experiment_id,
                          f"tags.`{TAG_SWEEP}` = '{sweep_name}' AND tags.`{TAG_KIND}` = '{KIND_SWEEP}'")
     return sweeps[-1] if sweeps else None
 
 
 def sweep_group_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The group runs of sweep `sweep_id` by group id, and each group's seed runs by seed."""
-    runs = _search_all(client, experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'")
+    runs = search_all(client, experiment_id, f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}'")
     groups = {r.data.tags[TAG_GROUP]: r for r in runs if r.data.tags.get(TAG_KIND) == KIND_GROUP}
     seeds: dict[str, dict[str, Any]] = {g: {} for g in groups}
     for r in runs:

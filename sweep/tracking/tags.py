@@ -30,7 +30,7 @@ GROUP_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "lr_multiplier", "to
 # MLflow terminal run states for each group state.
 # STOPPED: a seed that was fine but ended because another seed of its group diverged.
 STOPPED = "stopped"
-_RUN_STATE = {FINISHED: "FINISHED", PRUNED: "KILLED", DIVERGED: "FAILED", ERROR: "FAILED", RUNNING: "KILLED",
+RUN_STATE = {FINISHED: "FINISHED", PRUNED: "KILLED", DIVERGED: "FAILED", ERROR: "FAILED", RUNNING: "KILLED",
               STOPPED: "KILLED"}
 
 
