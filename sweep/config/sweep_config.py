@@ -33,7 +33,6 @@ An inline search space maps Shape parameters to a range `[low, high]` (two numbe
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,8 @@ from typing import Any
 from search_spaces import schedule_from_dict
 from search_spaces.errors import ConfigError
 from search_spaces.validation import MAX_SEED, check_int, check_number, check_section
+from sweep.config.backends import (BACKENDS, DEFAULT_BACKEND, Backend, ScriptBackend, SimulatorBackend,
+                                    TrainerBackend)
 from sweep.config.script import ScriptSection
 from sweep.config.sections import MlflowSection, OptunaSection, ResourcesSection, SchedulerSection, VerdictSection
 from sweep.config.space import parse_search_space
@@ -52,28 +53,12 @@ from trainable.yaml_input import parse_yaml
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
-# Keys of the trainer section that the sweep sets itself for every seed run.
-_SWEEP_OWNED_TRAINER_KEYS = ("schedule", "seed", "data_seed")
 MAX_BUDGET = 100_000  # searched shapes per sweep: far past what TPE or a cluster would make use of
-BACKENDS = ("trainer", "simulator", "script")  # exactly one of these top-level sections says what a run is
 
 
-def penalty_floor(trainer: TrainConfig | None, simulator: Any) -> tuple[float, str] | None:
-    """The least loss a diverged group may be told as (docs/design.md, "Divergence"), with where it comes from:
-    the built-in trainer's ln(vocab_size), the loss of a uniform guess, which any run that trains at all
-    ends below; the simulator's `initial_loss`, its cap on every loss it reports. None for a script, whose
-    vocabulary is unknown before it runs (the searcher then raises a low penalty at run time instead)."""
-    if trainer is not None:
-        vocab = trainer.model.gpt.vocab_size
-        return math.log(vocab), f"ln {vocab}, the loss of a uniform guess over trainer.model's vocabulary"
-    if simulator is not None:
-        return float(simulator.initial_loss), "simulator.initial_loss, the highest loss the simulator reports"
-    return None
-
-
-def _check_penalty(penalty: float, trainer: TrainConfig | None, simulator: Any) -> float:
+def _check_penalty(penalty: float, runner: Backend) -> float:
     # A penalty below what finished runs reach would make TPE prefer shapes that diverge.
-    floor = penalty_floor(trainer, simulator)
+    floor = runner.penalty_floor()
     if floor is not None and penalty < floor[0]:
         raise ConfigError("divergence_penalty", f"must be >= {floor[0]:.4g} ({floor[1]}), so a diverged group never "
                                                 f"looks better than one that finishes; got {penalty:g}")
@@ -122,22 +107,6 @@ def _parse_seeds(value: Any, path: str = "seeds") -> tuple[int, ...]:
     return seeds
 
 
-def _parse_simulator(value: Any, path: str = "simulator") -> Any:  # a trainable.simulator.SimulatorConfig
-    from trainable.simulator import SimulatorConfig
-
-    d = check_section(value, {f for f in SimulatorConfig.__dataclass_fields__}, path)
-    if d.get("checkpoint_dir") is not None:
-        raise ConfigError(f"{path}.checkpoint_dir", "is set by the sweep (checkpoints go to the sweep storage)")
-    try:
-        return SimulatorConfig.from_dict(d)
-    except ConfigError as err:
-        raise err.prefixed(path) from None
-
-
-def _parse_script(value: Any, path: str = "script") -> "ScriptSection":
-    return ScriptSection.parse(value, path)
-
-
 def _parse_confirm(value: Any, path: str = "confirm") -> dict | None:
     """Validate the `confirm:` block now (a bad value fails `sweep run`, not a later `sweep confirm`); keep it
     as given so the saved sweep.yaml carries it."""
@@ -147,24 +116,6 @@ def _parse_confirm(value: Any, path: str = "confirm") -> dict | None:
 
     ConfirmSettings.parse(value, path)
     return dict(value)
-
-
-def _parse_trainer(value: Any, path: str = "trainer") -> TrainConfig:
-    d = check_section(value, set(TrainConfig.__dataclass_fields__) - {"_SECTIONS"}, path)
-    for key in _SWEEP_OWNED_TRAINER_KEYS:
-        if key in d:
-            raise ConfigError(f"{path}.{key}", "is set by the sweep for every run (search space, baselines, seeds)")
-    ckpt = d.get("checkpoint")
-    if isinstance(ckpt, dict) and ckpt.get("dir") is not None:
-        raise ConfigError(f"{path}.checkpoint.dir", "is set by the sweep (checkpoints go to the sweep storage)")
-    data = d.get("data")
-    if isinstance(data, dict) and isinstance(data.get("dir"), str) and data["dir"] and "://" not in data["dir"]:
-        # Ray Train workers run in their own working folders: a relative data path must not depend on it.
-        d = {**d, "data": {**data, "dir": str(Path(data["dir"]).expanduser().resolve())}}
-    try:
-        return TrainConfig.from_dict(d)
-    except ConfigError as err:
-        raise err.prefixed(path) from None
 
 
 def parse_storage(value: Any, path: str = "storage") -> str:
@@ -192,7 +143,7 @@ class SweepConfig:
     """A validated sweep. Build it with `from_dict` / `from_yaml`; `to_dict` gives back the YAML form."""
 
     name: str
-    trainer: TrainConfig | None  # the built-in GPT trainer (backend "trainer"), else None
+    runner: Backend  # what one seed run is: exactly one of the `trainer`, `simulator`, `script` sections
     search_space: Any
     search_space_spec: Any
     baselines: tuple[dict, ...]
@@ -205,8 +156,6 @@ class SweepConfig:
     mlflow: MlflowSection = field(default_factory=MlflowSection)
     optuna: OptunaSection = field(default_factory=OptunaSection)
     divergence_penalty: float | None = None
-    simulator: Any = None  # trainable.simulator.SimulatorConfig (backend "simulator"), else None
-    script: Any = None  # sweep.config.script.ScriptSection (backend "script"), else None
     verdict: VerdictSection = field(default_factory=VerdictSection)
     confirm: dict | None = None  # the `confirm:` block, defaults for `sweep confirm` (sweep.config.confirm_settings.ConfirmSettings)
 
@@ -218,10 +167,8 @@ class SweepConfig:
         present = [b for b in BACKENDS if d.get(b) is not None]
         if len(present) > 1:
             raise ConfigError(present[1], f"give one of {', '.join(BACKENDS)}, not both {present[0]} and {present[1]}")
-        backend = present[0] if present else "trainer"
-        trainer = _parse_trainer(d.get("trainer")) if backend == "trainer" else None
-        simulator = _parse_simulator(d["simulator"]) if backend == "simulator" else None
-        script = _parse_script(d["script"]) if backend == "script" else None
+        backend = present[0] if present else DEFAULT_BACKEND
+        runner = BACKENDS[backend].parse(d.get(backend))
         if "search_space" not in d:
             raise ConfigError("search_space", "required: a search space name (e.g. wsd) or an inline mapping")
         space = parse_search_space(d["search_space"])
@@ -231,18 +178,16 @@ class SweepConfig:
         if budget == 0 and not baselines:
             raise ConfigError("budget", "0 with no baselines: nothing to run")
         scheduler = SchedulerSection.parse(d.get("scheduler"))
-        if backend == "trainer":
-            total = trainer.total_steps(1) if trainer.horizon.steps is not None else None
-        else:
-            total = simulator.total_steps if simulator is not None else script.horizon_steps
+        total = runner.known_horizon()
         if total is not None and scheduler.enabled and scheduler.grace_period > total:
             raise ConfigError("scheduler.grace_period", f"{scheduler.grace_period} is past the horizon ({total} steps)")
-        if backend == "script" and "rung_metric" not in (d.get("scheduler") or {}):
+        if not runner.can_probe and "rung_metric" not in (d.get("scheduler") or {}):
             scheduler = dataclasses.replace(scheduler, rung_metric="raw")
-        if scheduler.rung_metric == "cooldown" and backend == "script":
-            raise ConfigError("scheduler.rung_metric", "cooldown needs a trainer that can fork a probe run "
-                              "(trainer or simulator); use raw or predicted with script")
+        if scheduler.rung_metric == "cooldown" and not runner.can_probe:
+            raise ConfigError("scheduler.rung_metric", f"cooldown needs a trainer that can fork a probe run "
+                              f"(trainer or simulator); use raw or predicted with {runner.name}")
         resources = ResourcesSection.parse(d.get("resources"))
+        trainer = runner.section if isinstance(runner, TrainerBackend) else None
         if resources.use_gpu and trainer is not None and trainer.device == "cpu":
             raise ConfigError("resources.use_gpu", "true while trainer.device is cpu")
         storage = parse_storage(d.get("storage", "./sweeps"))
@@ -251,10 +196,10 @@ class SweepConfig:
             raise ConfigError("mlflow.tracking_uri", "required when storage is remote (no local sqlite file there)")
         penalty = d.get("divergence_penalty")
         if penalty is not None:
-            penalty = _check_penalty(check_number(penalty, "divergence_penalty", lo=0.0, lo_open=True), trainer, simulator)
+            penalty = _check_penalty(check_number(penalty, "divergence_penalty", lo=0.0, lo_open=True), runner)
         return cls(
             name=name,
-            trainer=trainer,
+            runner=runner,
             search_space=space,
             search_space_spec=d["search_space"],
             baselines=baselines,
@@ -267,8 +212,6 @@ class SweepConfig:
             mlflow=mlflow_section,
             optuna=OptunaSection.parse(d.get("optuna")),
             divergence_penalty=penalty,
-            simulator=simulator,
-            script=script,
             verdict=VerdictSection.parse(d.get("verdict")),
             confirm=_parse_confirm(d.get("confirm")),
         )
@@ -302,37 +245,38 @@ class SweepConfig:
     @property
     def backend(self) -> str:
         """What one seed run is: `trainer` (the built-in GPT), `simulator` (the loss law) or `script`."""
-        return "simulator" if self.simulator is not None else "script" if self.script is not None else "trainer"
+        return self.runner.name
+
+    @property
+    def trainer(self) -> TrainConfig | None:
+        """The built-in GPT trainer's config (backend "trainer"), else None."""
+        return self.runner.section if isinstance(self.runner, TrainerBackend) else None
+
+    @property
+    def simulator(self) -> Any:
+        """The `trainable.simulator.SimulatorConfig` (backend "simulator"), else None."""
+        return self.runner.section if isinstance(self.runner, SimulatorBackend) else None
+
+    @property
+    def script(self) -> ScriptSection | None:
+        """The script section (backend "script"), else None."""
+        return self.runner.section if isinstance(self.runner, ScriptBackend) else None
 
     @property
     def trainer_dict(self) -> dict:
         """The trainer section as a plain dict ({} for other backends); the group trial adds schedule, seeds
         and checkpoint dir."""
-        if self.trainer is None:
-            return {}
-        d = self.trainer.to_dict()
-        for key in _SWEEP_OWNED_TRAINER_KEYS:
-            d.pop(key, None)
-        return d
+        return self.runner.section_dict() if isinstance(self.runner, TrainerBackend) else {}
 
     def max_step(self) -> int:
         """The last step a run reports (the horizon; a token horizon resolves with the configured world size)."""
-        if self.simulator is not None:
-            return int(self.simulator.total_steps)
-        if self.script is not None:
-            return int(self.script.horizon_steps)
-        return self.trainer.total_steps(self.resources.workers)
+        return self.runner.total_steps(self.resources.workers)
 
     def to_dict(self) -> dict:
         """The YAML form, as `from_dict` accepts it (the copy stored in the sweep folder for resume)."""
-        backend = {
-            "trainer": {"trainer": self.trainer_dict},
-            "simulator": {"simulator": self.simulator.to_dict() if self.simulator is not None else None},
-            "script": {"script": self.script.to_dict() if self.script is not None else None},
-        }[self.backend]
         return {
             "name": self.name,
-            **backend,
+            self.runner.name: self.runner.section_dict(),
             "search_space": self.search_space_spec,
             "baselines": [dict(b) for b in self.baselines],
             "seeds": list(self.seeds),

@@ -39,7 +39,7 @@ def evaluate_stage(stage: SweepConfig, groups: Sequence[Any], tasks: Sequence[st
     from sweep.engine.group_trial import train_run_name
     from trainable.lm_eval_adapter import evaluate_checkpoint
 
-    if stage.backend != "trainer":
+    if not stage.runner.has_lm_checkpoints:
         return {}
     results_path = Path(stage.sweep_dir) / RESULTS_FILE
     saved: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}

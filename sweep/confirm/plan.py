@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from search_spaces.errors import ConfigError
-from sweep.config import SweepConfig, baseline_label, load_saved_config
+from sweep.config import BACKENDS, SweepConfig, baseline_label, load_saved_config
 from sweep.config.confirm_settings import horizon_label
 from sweep.core import layout, storage
 from sweep.core.outcome import GroupOutcome, outcome_from_trial, rank_groups
@@ -78,25 +78,15 @@ def select_finalists(groups: Sequence[GroupOutcome], top: int) -> list[GroupOutc
 
 
 # ---- stage configs -----------------------------------------------------------------------------------------
-def _scaled(value: int, factor: float) -> int:
-    return max(1, int(round(value * factor)))
-
-
 def scale_horizon(raw: dict[str, Any], factor: float) -> dict[str, Any]:
-    """A sweep config dict (`SweepConfig.to_dict()` form) whose run horizon is `factor` times as long:
-    `trainer.horizon.steps` (or `.tokens`), `simulator.total_steps` or `script.horizon_steps`."""
+    """A sweep config dict (`SweepConfig.to_dict()` form) whose run horizon is `factor` times as long: its
+    backend scales its own section (`trainer.horizon.steps` or `.tokens`, `simulator.total_steps`,
+    `script.horizon_steps`)."""
     out = dict(raw)
-    if out.get("trainer") is not None:
-        trainer = dict(out["trainer"])
-        horizon = dict(trainer.get("horizon") or {})
-        key = "steps" if horizon.get("steps") is not None else "tokens"
-        horizon[key] = _scaled(int(horizon[key]), factor)
-        trainer["horizon"] = horizon
-        out["trainer"] = trainer
-    elif out.get("simulator") is not None:
-        out["simulator"] = {**out["simulator"], "total_steps": _scaled(int(out["simulator"]["total_steps"]), factor)}
-    elif out.get("script") is not None:
-        out["script"] = {**out["script"], "horizon_steps": _scaled(int(out["script"]["horizon_steps"]), factor)}
+    for name, backend in BACKENDS.items():
+        if out.get(name) is not None:
+            out[name] = backend.scale_horizon(out[name], factor)
+            break
     return out
 
 

@@ -44,7 +44,7 @@ def confirm(storage_path: str, name: str, chosen: ConfirmSettings, tasks: list[s
         return ConfirmDone(cut_short=True)
     failed = False
     downstream: dict[str, Any] = {}
-    if tasks and plan.sweep.backend == "trainer":
+    if tasks and plan.sweep.runner.has_lm_checkpoints:
         failed = _downstream(plan, stages, tasks, lm_eval_device, chosen.lm_eval_limit, downstream) != 0
     stage_reports = _stage_reports(plan, list(stages))
     paths = write_confirmation_report(plan, stages, downstream, stage_reports)

@@ -48,6 +48,11 @@ class TrialSpec:
     seeds: tuple[int, ...] = ()
     extras: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def section(self) -> Mapping[str, Any]:
+        """The backend's section (YAML form): the trainer, simulator or script section."""
+        return {"trainer": self.trainer, "simulator": self.simulator, "script": self.script}[self.backend] or {}
+
     def to_config(self) -> dict[str, Any]:
         """The trial config dict Tune carries. Without a schedule (the fixed part), only the fixed keys."""
         out: dict[str, Any] = {

@@ -22,7 +22,7 @@ class GroupResources:
 def group_resources(cfg: SweepConfig) -> GroupResources:
     """What one group holds. A simulated group runs its seeds inside the trial (no Train workers), so it
     takes `resources.cpus_per_worker` CPUs once: a fraction of a CPU lets several groups run at once."""
-    if cfg.backend == "simulator":
+    if cfg.runner.runs_in_trial:
         return GroupResources(cpus=cfg.resources.cpus_per_worker, gpus=0.0)
     n = len(cfg.seeds) * cfg.resources.workers
     return GroupResources(cpus=n * cfg.resources.cpus_per_worker, gpus=float(n) if cfg.resources.use_gpu else 0.0)
@@ -52,7 +52,7 @@ def concurrency(cfg: SweepConfig, cluster: dict[str, float], where: str = "the c
     n = min(fits)
     if n < 1:
         have = f"{cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs"
-        why = (f"its {len(cfg.seeds)} simulated seeds run in one process" if cfg.backend == "simulator" else
+        why = (f"its {len(cfg.seeds)} simulated seeds run in one process" if cfg.runner.runs_in_trial else
                f"{len(cfg.seeds)} seeds x {cfg.resources.workers} workers")
         raise ConfigError(
             "resources",

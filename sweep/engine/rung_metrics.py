@@ -59,17 +59,10 @@ def run_lrs(spec: TrialSpec) -> np.ndarray | None:
     """
     from search_spaces import schedule_from_dict
 
-    schedule = schedule_from_dict(dict(spec.schedule))
-    if spec.backend == "simulator":
-        sim = spec.simulator or {}
-        total, peak = int(sim.get("total_steps", 24_000)), float(sim.get("peak_lr", 3e-4))
-    elif spec.backend == "script":
-        total, peak = int((spec.script or {})["horizon_steps"]), 1.0
-    else:
-        from trainable.config import TrainConfig
+    from sweep.config.backends import BACKENDS
 
-        trainer = TrainConfig.from_dict({**(spec.trainer or {}), "schedule": dict(spec.schedule)})
-        total, peak = trainer.total_steps(spec.resources.workers), trainer.optimizer.lr
+    schedule = schedule_from_dict(dict(spec.schedule))
+    total, peak = BACKENDS[spec.backend].horizon_and_peak_lr(spec.section, spec.schedule, spec.resources.workers)
     return peak * np.asarray(schedule.multipliers(total), dtype=np.float64)
 
 

@@ -42,7 +42,7 @@ class StageLink:
 def _trainable(cfg: SweepConfig):
     from ray import tune
 
-    if cfg.backend == "simulator":
+    if cfg.runner.runs_in_trial:
         from sweep.engine.sim_trial import sim_group_trial
 
         # The seeds run inside the trial: its resources are the group's, and Tune queues groups by them.
@@ -60,7 +60,7 @@ def callbacks(cfg: SweepConfig, sweep_id: str | None = None, link: StageLink | N
     from sweep.tracking.progress import SweepProgress
 
     out: list = []
-    if cfg.backend != "simulator":  # simulated seeds run inside the trial and end with it
+    if not cfg.runner.runs_in_trial:  # seeds that run inside the trial end with it
         from sweep.engine.group_trial import GroupStopper
 
         out.append(GroupStopper())
@@ -123,7 +123,7 @@ def new_tuner(cfg: SweepConfig, searcher: Any, num_samples: int, max_concurrent:
             search_alg=searcher, scheduler=scheduler, num_samples=num_samples, max_concurrent_trials=max_concurrent,
             # Simulated groups take milliseconds: a fresh actor per group (a process importing scipy) would
             # dominate. GPT groups keep fresh actors (their Train runs are owned by the trial's actor).
-            reuse_actors=cfg.backend == "simulator",
+            reuse_actors=cfg.runner.runs_in_trial,
         ),
         run_config=tune.RunConfig(
             name=layout.TUNE_DIR, storage_path=cfg.sweep_dir, callbacks=callbacks(cfg, sweep_id, link), verbose=0,
