@@ -111,26 +111,15 @@ def run(args: argparse.Namespace) -> int:
 def _from_sweep(args: argparse.Namespace) -> tuple[float, float, tuple[int, str]]:
     """(effect, std, (family size, correction)) with the std measured on the sweep's finished baselines;
     prints what was measured."""
-    from sweep.analysis.content import baseline_noise
-    from sweep.analysis.read import locate_sweep, quiet_store_logs, read_sweep
+    from sweep.analysis.noise import planning_inputs
+    from sweep.analysis.read import quiet_store_logs
 
     quiet_store_logs()
-    location = locate_sweep(args.from_sweep, args.storage, args.tracking_uri)
-    effect = args.effect
-    if effect is None:
-        effect = location.config.verdict.effect if location.config is not None else None
-        if effect is None:
-            raise ConfigError("--effect", f"required: sweep {args.from_sweep!r} sets no verdict.effect")
-    noise = baseline_noise(read_sweep(location).groups)
-    picked = noise.planning_std()
-    if picked is None:
-        raise ConfigError("--from-sweep", f"sweep {args.from_sweep!r} has no finished baseline group with two or more "
-                                          "seeds: no seed std to measure")
+    found = planning_inputs(args.from_sweep, args.storage, args.tracking_uri, args.effect)
+    noise = found.noise
     print(f"measured on sweep {args.from_sweep!r}, baselines {', '.join(noise.groups)}:")
     print(f"  pooled within-group std of final val_loss: {noise.within_std:.5f} nats ({noise.within_df} df)")
     if noise.paired_std is not None:
         print(f"  std of paired differences between baselines: {noise.paired_std:.5f} nats ({noise.paired_df} df)")
-    print(f"  planning with {picked[0]:.5f} nats: {picked[1]}")
-    cfg = location.config
-    family = (cfg.verdict_family_size(), cfg.verdict.correction) if cfg is not None else (1, "holm")
-    return effect, picked[0], family
+    print(f"  planning with {found.std:.5f} nats: {found.std_source}")
+    return found.effect, found.std, found.family

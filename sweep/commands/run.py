@@ -47,38 +47,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def execute(cfg: SweepConfig, mode: str) -> int:
-    """Run the sweep and print where its results are; exit code 1 when a group errored."""
-    from sweep.engine.preflight import check_before_start
-    from sweep.engine.tuner import prepare_data, run_sweep
-    from sweep.engine.ray_session import stop_requested
-    from sweep.core.layout import sweep_exists
-
-    from search_spaces.errors import ConfigError
+    """Run the sweep and print where its results are; exit code 1 when a group errored, 130 when cut short."""
+    from sweep.engine.tuner import sweep
 
     warning = verdict_warning(cfg)
     if warning:
         print(f"sweep: warning: {warning}", file=sys.stderr, flush=True)
-    if mode == "new" and sweep_exists(cfg.storage, cfg.name):
-        raise ConfigError("name", f"a sweep named {cfg.name!r} already exists in {cfg.storage}; "
-                                  "use --resume to continue it or --overwrite to start again")
-    from sweep.core.secrets import config_secrets, install_log_redaction
-
-    # Secrets from the environment or the config must not reach the driver's output (docs/cluster.md).
-    install_log_redaction(config_secrets(cfg.to_dict()))
-    check_before_start(cfg)  # before the bundled corpus is prepared: bad input creates nothing
-    prepare_data(cfg)
-    grid = run_sweep(cfg, mode)
-    errors = [r for r in grid if r.error is not None]
-    print(summary(cfg, len(grid), len(errors)), flush=True)
-    planned = len(cfg.baselines) + cfg.budget
-    ended = grid.num_terminated + grid.num_errors
-    if stop_requested() or ended < planned:
-        # Tune returns normally after Ctrl-C or SIGTERM (tuner.stop_gracefully_on_signals), and reports the
-        # groups it interrupted as terminated: the stop request itself says the sweep was cut short.
-        print(f"sweep {cfg.name!r} stopped after {ended} of {planned} groups; "
+    end = sweep(cfg, mode)
+    print(summary(cfg, end.groups, end.errored), flush=True)
+    if end.cut_short:
+        print(f"sweep {cfg.name!r} stopped after {end.ended} of {end.planned} groups; "
               f"continue it with: sweep resume {cfg.name} --storage {cfg.storage}", file=sys.stderr, flush=True)
         return 130
-    return 1 if errors else 0
+    return 1 if end.errored else 0
 
 
 def verdict_warning(cfg: SweepConfig) -> str | None:

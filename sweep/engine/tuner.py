@@ -180,6 +180,43 @@ def discard_unsaved_start(cfg: SweepConfig) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class SweepEnd:
+    """How a `sweep run` / `sweep resume` ended."""
+
+    groups: int  # groups in Tune's result grid
+    errored: int
+    planned: int  # baselines + budget
+    ended: int  # groups that ended (finished, stopped by ASHA, diverged or errored)
+    stop_requested: bool  # a SIGINT / SIGTERM asked for a clean stop
+
+    @property
+    def cut_short(self) -> bool:
+        """Stopped before every planned group ended: `sweep resume` goes on from here."""
+        return self.stop_requested or self.ended < self.planned
+
+
+def sweep(cfg: SweepConfig, mode: str = "new") -> SweepEnd:
+    """The whole of `sweep run` / `sweep resume`: refuse what can be refused before anything is created, keep
+    secrets out of the output, prepare the bundled data once, run (or continue) the sweep."""
+    from sweep.core.secrets import config_secrets, install_log_redaction
+    from sweep.engine.ray_session import stop_requested
+
+    if mode == "new" and layout.sweep_exists(cfg.storage, cfg.name):
+        raise ConfigError("name", f"a sweep named {cfg.name!r} already exists in {cfg.storage}; "
+                                  "use --resume to continue it or --overwrite to start again")
+    # Secrets from the environment or the config must not reach the driver's output (docs/cluster.md).
+    install_log_redaction(config_secrets(cfg.to_dict()))
+    check_before_start(cfg)  # before the bundled corpus is prepared: bad input creates nothing
+    prepare_data(cfg)
+    grid = run_sweep(cfg, mode)
+    # Tune returns normally after Ctrl-C or SIGTERM (ray_session.stop_gracefully_on_signals) and reports the
+    # groups it interrupted as terminated: the stop request itself says the sweep was cut short.
+    return SweepEnd(groups=len(grid), errored=sum(r.error is not None for r in grid),
+                    planned=len(cfg.baselines) + cfg.budget, ended=grid.num_terminated + grid.num_errors,
+                    stop_requested=stop_requested())
+
+
 def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = None):
     """Run (`new`), continue (`resume`) or restart (`overwrite`) the sweep `cfg`; returns Tune's ResultGrid.
 
