@@ -32,7 +32,8 @@ from sweep.core.outcome import outcomes_from_result_grid
 from sweep.tracking.callback import MLflowSweepCallback
 from sweep.tracking.progress import SweepProgress, leaderboard
 from sweep.tracking.queries import groups_from_mlflow
-from sweep.tracking.tags import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_TRAIN_RUN)
+from sweep.tracking.tags import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP,
+                                 TAG_TRAIN_RUN)
 from servers import mlflow_server, pids_with_env, short_tmp
 from test_mlflow_fixture import DIVERGED_PENALTY, group_trainable, seed_val_loss
 from test_mlflow_layout import check_sweep_layout

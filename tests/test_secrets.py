@@ -26,7 +26,8 @@ from test_sweep_run_helpers import ray_env  # noqa: E402
 
 from sweep.config import SweepConfig  # noqa: E402
 from sweep.core.secrets import redact_config  # noqa: E402
-from sweep.core.secrets import (MASK, config_secrets, env_secrets, install_log_redaction, is_secret_key, redact_text, redact_uri)
+from sweep.core.secrets import (MASK, config_secrets, env_secrets, install_log_redaction, is_secret_key, redact_text,
+                                redact_uri)
 from sweep.tracking.params import loggable_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

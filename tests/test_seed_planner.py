@@ -10,7 +10,8 @@ from scipy import stats
 
 from search_spaces.errors import ConfigError
 from sweep.cli import main
-from sweep.stats.planning import (detectable_effect, difference_std_from_group, measure_noise, paired_power, paired_std, plan_seeds, pooled_std, required_seeds, seed_warning)
+from sweep.stats.planning import (detectable_effect, difference_std_from_group, measure_noise, paired_power, paired_std,
+                                  plan_seeds, pooled_std, required_seeds, seed_warning)
 
 
 def simulated_power(n: int, effect: float, std: float, alpha: float, reps: int = 40_000, seed: int = 0) -> float:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sweep.stats.verdicts import (BETTER, CORRECTIONS, NO_DIFFERENCE, NO_VERDICT, WILCOXON_MIN_N, WORSE, UnmatchedSeedsError, compare_to_baselines, family_verdicts, min_wilcoxon_n, paired_comparison, without_verdict)
+from sweep.stats.verdicts import (BETTER, CORRECTIONS, NO_DIFFERENCE, NO_VERDICT, WILCOXON_MIN_N, WORSE,
+                                  UnmatchedSeedsError, compare_to_baselines, family_verdicts, min_wilcoxon_n,
+                                  paired_comparison, without_verdict)
 
 
 def test_hand_computed_three_seed_comparison():

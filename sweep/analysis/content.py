@@ -25,8 +25,11 @@ import numpy as np
 from sweep.analysis.read import GroupOutcome
 from sweep.core.outcome import rank_groups
 from sweep.core.status import FINISHED
-from sweep.stats.planning import (DEFAULT_POWER, NoiseEstimate, detectable_effect, family_alpha, measure_noise, required_seeds)
-from sweep.stats.verdicts import (CALLED, CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_DIFFERENCE, PairedComparison, UnmatchedSeedsError, family_verdicts, paired_comparison, without_verdict)
+from sweep.stats.planning import (DEFAULT_POWER, NoiseEstimate, detectable_effect, family_alpha, measure_noise,
+                                  required_seeds)
+from sweep.stats.verdicts import (CALLED, CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_DIFFERENCE,
+                                  PairedComparison, UnmatchedSeedsError, family_verdicts, paired_comparison,
+                                  without_verdict)
 
 # Finals printed with at most this many decimals are taken as rounded (`metric_resolution`).
 _MAX_PRINTED_DECIMALS = 8

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Sequence
 
 from search_spaces.errors import ConfigError
-from sweep.analysis.content import (ComparisonRow, baseline_noise, compare_with_baselines, family_text, input_warnings, resolution, resolution_text)
+from sweep.analysis.content import (ComparisonRow, baseline_noise, compare_with_baselines, family_text, input_warnings,
+                                    resolution, resolution_text)
+from sweep.analysis.plots import plot_curve_overlay, plot_curve_panels
 from sweep.analysis.read import GroupOutcome, SweepRecord, locate_sweep, metric_curves, read_sweep
 from sweep.core.outcome import RankedGroup, rank_groups
+from sweep.core.schedule_plot import plot_schedules
 from sweep.core.secrets import redact_uri
 from sweep.core.storage import is_remote
 from sweep.stats.planning import DEFAULT_POWER, NoiseEstimate
@@ -151,9 +154,6 @@ def _plot_groups(record: SweepRecord, ranked: Sequence[RankedGroup]) -> list[Gro
 def write_plots(record: SweepRecord, ranked: Sequence[RankedGroup], unranked: Sequence[GroupOutcome],
                 out: Path) -> dict[str, Path]:
     """The schedule overlay, the val-loss overlay and the per-group panels; returns what was written."""
-    from sweep.analysis.plots import plot_curve_overlay, plot_curve_panels
-    from sweep.core.schedule_plot import plot_schedules
-
     written: dict[str, Path] = {}
     chosen = _plot_groups(record, ranked)
     schedules = {g.name: g.schedule for g in chosen if g.schedule is not None}

@@ -15,9 +15,8 @@ import os
 from pathlib import Path
 
 
-from search_spaces import (
-    Schedule, get_preset, get_search_space, list_presets, list_search_spaces, preset_spec, schedule_from_dict,
-)
+from search_spaces import (Schedule, get_preset, get_search_space, list_presets, list_search_spaces, preset_spec,
+                           schedule_from_dict)
 from search_spaces.errors import ConfigError
 from trainable.yaml_input import parse_yaml
 

@@ -46,8 +46,10 @@ class SchedulerSection:
         rung = d.get("rung_metric", out.rung_metric)
         if rung not in RUNG_METRICS:
             raise ConfigError(f"{path}.rung_metric", f"expected one of {', '.join(RUNG_METRICS)}, got {rung!r}")
-        factor = check_number(d.get("reduction_factor", out.reduction_factor), f"{path}.reduction_factor", lo=1.0, lo_open=True)
-        cooldown = check_number(d.get("cooldown_frac", out.cooldown_frac), f"{path}.cooldown_frac", lo=0.0, lo_open=True)
+        factor = check_number(d.get("reduction_factor", out.reduction_factor), f"{path}.reduction_factor",
+                              lo=1.0, lo_open=True)
+        cooldown = check_number(d.get("cooldown_frac", out.cooldown_frac), f"{path}.cooldown_frac",
+                                lo=0.0, lo_open=True)
         if cooldown > 1.0:
             raise ConfigError(f"{path}.cooldown_frac", f"must be <= 1 (a fraction of the steps so far), got {cooldown}")
         return SchedulerSection(
@@ -100,7 +102,8 @@ class VerdictSection:
             raise ConfigError(f"{path}.alpha", f"must be < 0.5, got {alpha}")
         if power >= 1.0:
             raise ConfigError(f"{path}.power", f"must be < 1, got {power}")
-        return VerdictSection(effect=effect, seed_std=check_number(d.get("seed_std", out.seed_std), f"{path}.seed_std", lo=0.0, lo_open=True),
+        seed_std = check_number(d.get("seed_std", out.seed_std), f"{path}.seed_std", lo=0.0, lo_open=True)
+        return VerdictSection(effect=effect, seed_std=seed_std,
                               alpha=alpha, power=power,
                               correction=check_correction(d.get("correction", out.correction), f"{path}.correction"))
 
@@ -126,7 +129,8 @@ class ResourcesSection:
         return ResourcesSection(
             workers=check_int(d.get("workers", out.workers), f"{path}.workers", 1),
             use_gpu=check_bool(d.get("use_gpu", out.use_gpu), f"{path}.use_gpu"),
-            cpus_per_worker=check_number(d.get("cpus_per_worker", out.cpus_per_worker), f"{path}.cpus_per_worker", lo=0.0, lo_open=True),
+            cpus_per_worker=check_number(d.get("cpus_per_worker", out.cpus_per_worker), f"{path}.cpus_per_worker",
+                                         lo=0.0, lo_open=True),
             max_failures=check_int(d.get("max_failures", out.max_failures), f"{path}.max_failures", 0),
         )
 

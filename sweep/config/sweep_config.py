@@ -40,8 +40,8 @@ from typing import Any
 from search_spaces import schedule_from_dict
 from search_spaces.errors import ConfigError
 from search_spaces.validation import MAX_SEED, check_int, check_number, check_section
-from sweep.config.backends import (BACKENDS, DEFAULT_BACKEND, Backend, ScriptBackend, SimulatorBackend,
-                                    TrainerBackend)
+from sweep.config.backends import BACKENDS, DEFAULT_BACKEND, Backend, ScriptBackend, SimulatorBackend, TrainerBackend
+from sweep.config.confirm_settings import ConfirmSettings
 from sweep.config.script import ScriptSection
 from sweep.config.sections import MlflowSection, OptunaSection, ResourcesSection, SchedulerSection, VerdictSection
 from sweep.config.space import parse_search_space
@@ -112,8 +112,6 @@ def _parse_confirm(value: Any, path: str = "confirm") -> dict | None:
     as given so the saved sweep.yaml carries it."""
     if value is None:
         return None
-    from sweep.config.confirm_settings import ConfirmSettings
-
     ConfirmSettings.parse(value, path)
     return dict(value)
 
@@ -157,7 +155,7 @@ class SweepConfig:
     optuna: OptunaSection = field(default_factory=OptunaSection)
     divergence_penalty: float | None = None
     verdict: VerdictSection = field(default_factory=VerdictSection)
-    confirm: dict | None = None  # the `confirm:` block, defaults for `sweep confirm` (sweep.config.confirm_settings.ConfirmSettings)
+    confirm: dict | None = None  # the `confirm:` block: defaults for `sweep confirm` (config.confirm_settings)
 
     @classmethod
     def from_dict(cls, d: Any) -> "SweepConfig":

@@ -18,6 +18,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sweep.config import SweepConfig
+from sweep.confirm.plan import group_key
+from sweep.engine.group_trial import train_run_name
+from sweep.stats.seeds import seed_stats
+from sweep.tracking.queries import latest_sweep_run, sweep_group_runs
+from sweep.tracking.tags import TAG_SWEEP_ID
 
 RESULTS_FILE = "lm_eval.json"
 
@@ -35,8 +40,6 @@ def final_checkpoint(run_dir: str | Path) -> Path | None:
 def evaluate_stage(stage: SweepConfig, groups: Sequence[Any], tasks: Sequence[str], device: str = "cpu",
                    limit: int | None = None, batch_size: int = 16) -> dict[str, dict[str, dict[str, float]]]:
     """group key -> seed -> lm-eval metrics for every finished group of `stage` (a list of `GroupOutcome`)."""
-    from sweep.confirm.plan import group_key
-    from sweep.engine.group_trial import train_run_name
     from trainable.lm_eval_adapter import evaluate_checkpoint
 
     if not stage.runner.has_lm_checkpoints:
@@ -78,11 +81,6 @@ def log_to_mlflow(stage: SweepConfig, groups: Sequence[Any],
     number of runs written. Runs are found by their tags (sweep name, kind, group, seed)."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
-
-    from sweep.confirm.plan import group_key
-    from sweep.tracking.tags import TAG_SWEEP_ID
-    from sweep.tracking.queries import latest_sweep_run, sweep_group_runs
-    from sweep.stats.seeds import seed_stats
 
     client = MlflowClient(tracking_uri=stage.tracking_uri)
     exp = client.get_experiment_by_name(stage.experiment)

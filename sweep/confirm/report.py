@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from sweep.confirm.plan import group_key
 from sweep.stats.seeds import seed_stats
-from sweep.stats.verdicts import (BETTER, CALLED, CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, WORSE, family_verdicts, paired_comparison)
+from sweep.stats.verdicts import (BETTER, CALLED, CORRECTIONS, DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, WORSE,
+                                  family_verdicts, paired_comparison)
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,6 @@ def delta_points(stages: Mapping[str, Sequence[Any]], factors: Mapping[str, floa
 
     `stages`: horizon label -> the stage's `GroupOutcome`s; groups are named by `sweep.confirm.group_key`.
     Pairs where either group did not finish are left out."""
-    from sweep.confirm.plan import group_key
-
     keys, comparisons = [], []
     for label, groups in stages.items():
         by_key = {group_key(g.config): g for g in groups if g.finished}

@@ -18,7 +18,9 @@ from sweep.core import layout, storage
 from sweep.core.outcome import GroupOutcome
 from sweep.engine.ray_session import init_ray, stop_gracefully_on_signals
 from sweep.engine.resources import concurrency
+from sweep.engine.searcher import FixedGroupSearcher
 from sweep.engine.tuner import StageLink, new_tuner, prepare_data, restore_tuner, write_saved_config
+from sweep.tracking.queries import find_sweep_run
 
 
 def stage_state(stage: SweepConfig) -> str:
@@ -34,8 +36,6 @@ def run_stage(stage: SweepConfig, groups: list[dict[str, Any]], parent: SweepCon
               parent_run_id: str | None, scratch_dir: str | None = None):
     """Start the stage sweep (a new Tuner with a `FixedGroupSearcher`), or resume it if it was started."""
     import ray
-
-    from sweep.engine.searcher import FixedGroupSearcher
 
     prepare_data(stage)
     init_ray()
@@ -65,8 +65,6 @@ def run_confirmation(plan: ConfirmPlan, overwrite: bool = False,
     A stage already in storage must have been planned the same way (same finalists, seeds and horizon),
     unless `overwrite` deletes it first.
     """
-    from sweep.tracking.queries import find_sweep_run
-
     parent_run_id = find_sweep_run(plan.sweep.tracking_uri, plan.sweep.experiment, plan.sweep.name)
     out: dict[str, list[GroupOutcome]] = {}
     for factor, stage in zip(plan.factors, plan.stages):

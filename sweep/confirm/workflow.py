@@ -52,7 +52,8 @@ def confirm(storage_path: str, name: str, chosen: ConfirmSettings, tasks: list[s
     return ConfirmDone(cut_short=False, paths=paths, errored=errored, lm_eval_failed=failed)
 
 
-def _downstream(plan: ConfirmPlan, stages: dict[str, list[GroupOutcome]], tasks: list[str], device: str, limit: int | None, out: dict[str, Any]) -> int:
+def _downstream(plan: ConfirmPlan, stages: dict[str, list[GroupOutcome]], tasks: list[str], device: str,
+                limit: int | None, out: dict[str, Any]) -> int:
     """lm-eval on the longest horizon's final checkpoints, into MLflow and `out`; 1 when it failed."""
     label = horizon_label(plan.factors[-1])
     stage = plan.stages[-1]
@@ -84,7 +85,8 @@ def _stage_reports(plan: ConfirmPlan, labels: list[str]) -> dict[str, str]:
     return out
 
 
-def write_confirmation_report(plan: ConfirmPlan, stages: dict[str, list[GroupOutcome]], downstream: dict[str, Any], stage_reports: dict[str, str] | None = None) -> dict[str, Any]:
+def write_confirmation_report(plan: ConfirmPlan, stages: dict[str, list[GroupOutcome]], downstream: dict[str, Any],
+                              stage_reports: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the confirmation report (local storage: `<sweep>/confirm/`) and log it on the sweep's MLflow run."""
     labels = [horizon_label(f) for f in plan.factors]
     factors = dict(zip(labels, plan.factors))

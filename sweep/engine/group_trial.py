@@ -119,7 +119,8 @@ def seed_trainer_config(spec: TrialSpec, seed: int) -> dict[str, Any]:
     return trainer
 
 
-def build_seed_trainer(spec: TrialSpec, trial_id: str, seed: int, queue: Queue, stop_signal: Any = None) -> TorchTrainer:
+def build_seed_trainer(spec: TrialSpec, trial_id: str, seed: int, queue: Queue,
+                       stop_signal: Any = None) -> TorchTrainer:
     """The `TorchTrainer` of one seed run, reporting to `queue` and stopping when `stop_signal` is set."""
     res = spec.resources
     per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}

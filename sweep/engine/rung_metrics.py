@@ -28,7 +28,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from search_spaces import schedule_from_dict
+from search_spaces.errors import ConfigError
+from sweep.config.backends import BACKENDS
 from sweep.core.trial_spec import TrialSpec
+from trainable.loss_law import default_prior, predict_final_loss
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +61,6 @@ def run_lrs(spec: TrialSpec) -> np.ndarray | None:
     script's is not known to the sweep, so its multipliers stand in (the fit's prior is moved to the peak LR
     it sees, so the scale only matters through the law's LR-dependence of the loss drop).
     """
-    from search_spaces import schedule_from_dict
-
-    from sweep.config.backends import BACKENDS
-
     schedule = schedule_from_dict(dict(spec.schedule))
     total, peak = BACKENDS[spec.backend].horizon_and_peak_lr(spec.section, spec.schedule, spec.resources.workers)
     return peak * np.asarray(schedule.multipliers(total), dtype=np.float64)
@@ -73,9 +73,6 @@ def predict_seed_final(steps: Sequence[int], losses: Sequence[float], lrs: np.nd
     `MAX_FIT_POINTS` points, evenly thinned, the last one always kept. NaN when there are fewer than
     `MIN_FIT_POINTS` usable points or the fit fails.
     """
-    from search_spaces.errors import ConfigError
-    from trainable.loss_law import default_prior, predict_final_loss
-
     pts = [(int(s), float(v)) for s, v in zip(steps, losses) if math.isfinite(float(v))]
     if len(pts) < MIN_FIT_POINTS:
         return math.nan

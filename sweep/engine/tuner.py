@@ -18,9 +18,17 @@ from search_spaces.errors import ConfigError
 from sweep.config import SweepConfig
 from sweep.config.trial import trial_spec
 from sweep.core import layout, storage
+from sweep.core.secrets import config_secrets, install_log_redaction
+from sweep.engine.group_trial import group_trial
 from sweep.engine.preflight import check_before_start
-from sweep.engine.ray_session import init_ray, stop_gracefully_on_signals
+from sweep.engine.ray_session import init_ray, stop_gracefully_on_signals, stop_requested
 from sweep.engine.resources import concurrency, group_resources
+from sweep.engine.rung_metrics import RUNG_KEY
+from sweep.engine.scheduler import PersistentASHA
+from sweep.engine.searcher import MODE, GroupSearcher
+from sweep.tracking.callback import MLflowSweepCallback
+from sweep.tracking.progress import SweepProgress
+from sweep.tracking.queries import sweep_id_of
 
 
 def prepare_data(cfg: SweepConfig) -> None:
@@ -47,8 +55,6 @@ def _trainable(cfg: SweepConfig):
 
         # The seeds run inside the trial: its resources are the group's, and Tune queues groups by them.
         return tune.with_resources(sim_group_trial, {"cpu": group_resources(cfg).cpus})
-    from sweep.engine.group_trial import group_trial
-
     # The trial itself only coordinates; its seeds' Train workers reserve the real resources. Tune refuses
     # an empty request, hence a token amount of memory.
     return tune.with_resources(group_trial, {"cpu": 0, "memory": 64 * 1024 * 1024})
@@ -56,9 +62,6 @@ def _trainable(cfg: SweepConfig):
 
 def callbacks(cfg: SweepConfig, sweep_id: str | None = None, link: StageLink | None = None) -> list:
     """The driver callbacks of a sweep or a confirmation stage: seed-run stopper, terminal progress, MLflow."""
-    from sweep.tracking.callback import MLflowSweepCallback
-    from sweep.tracking.progress import SweepProgress
-
     out: list = []
     if not cfg.runner.runs_in_trial:  # seeds that run inside the trial end with it
         from sweep.engine.group_trial import GroupStopper
@@ -85,8 +88,6 @@ def callbacks(cfg: SweepConfig, sweep_id: str | None = None, link: StageLink | N
 
 def tpe_searcher(cfg: SweepConfig, scratch_dir: str | None = None, adopt_study: bool = False):
     """The sweep's searcher: baselines, then `budget` TPE shapes, Optuna told the truth."""
-    from sweep.engine.searcher import GroupSearcher
-
     return GroupSearcher(
         space=cfg.search_space, seeds=list(cfg.seeds), baselines=list(cfg.baselines), budget=cfg.budget,
         fixed=trial_spec(cfg, scratch_dir).to_config(), divergence_penalty=cfg.divergence_penalty,
@@ -98,10 +99,6 @@ def asha(cfg: SweepConfig):
     """ASHA over the configured rung metric with its rungs kept in the sweep folder, or None when disabled."""
     if not cfg.scheduler.enabled:
         return None
-    from sweep.engine.rung_metrics import RUNG_KEY
-    from sweep.engine.scheduler import PersistentASHA
-    from sweep.engine.searcher import MODE
-
     # max_t above the last step: ASHA stopping a trial exactly at max_t killed the Train controller
     # mid-shutdown (seen on Ray 2.60); finished groups end on their own. ASHA compares `rung_loss`
     # (the configured rung metric, sweep.engine.rung_metrics); Optuna still gets the final mean val_loss.
@@ -172,8 +169,6 @@ def discard_unsaved_start(cfg: SweepConfig) -> str | None:
                 storage.write_text(path, '{"rungs": [], "num_stopped": 0}')
         else:
             storage.remove_tree(path)
-    from sweep.tracking.queries import sweep_id_of
-
     try:
         return sweep_id_of(cfg.tracking_uri, cfg.experiment, cfg.name)
     except Exception:  # an unreachable store: the callback's own setup reports it
@@ -199,9 +194,6 @@ class SweepEnd:
 def sweep(cfg: SweepConfig, mode: str = "new") -> SweepEnd:
     """The whole of `sweep run` / `sweep resume`: refuse what can be refused before anything is created, keep
     secrets out of the output, prepare the bundled data once, run (or continue) the sweep."""
-    from sweep.core.secrets import config_secrets, install_log_redaction
-    from sweep.engine.ray_session import stop_requested
-
     if mode == "new" and layout.sweep_exists(cfg.storage, cfg.name):
         raise ConfigError("name", f"a sweep named {cfg.name!r} already exists in {cfg.storage}; "
                                   "use --resume to continue it or --overwrite to start again")

@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.core.outcome import SEARCH_LABEL, GroupOutcome
 from sweep.core.status import GroupStatus
+from sweep.tracking.params import schedule_from_params
 from sweep.tracking.tags import (KIND_GROUP, KIND_SEED, KIND_SWEEP, TAG_GROUP, TAG_KIND, TAG_LABEL, TAG_LAST_STEP,
                                  TAG_SEED, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID)
 
@@ -83,8 +84,6 @@ def groups_from_mlflow(tracking_uri: str, experiment_name: str, sweep_name: str)
 def outcome_from_group_run(run: Any, seed_runs: dict[str, Any]) -> GroupOutcome:
     """A group run and its seed runs (by seed) as a `GroupOutcome`; a seed run's latest val_loss is its last
     report, the final loss of a finished group. The schedule is parsed back from the group run's params."""
-    from sweep.tracking.params import schedule_from_params
-
     tags, metrics = run.data.tags, run.data.metrics
     finals = {s: r.data.metrics for s, r in seed_runs.items()}
     return GroupOutcome(
