@@ -59,20 +59,19 @@ MAX_RATIO = 1e6  # effect / std: beyond it the power is 1 at 2 seeds and no long
 
 
 def run(args: argparse.Namespace) -> int:
+    from search_spaces.validation import check_int, check_number
     from sweep.stats.planning import family_alpha, plan_seeds
     from sweep.stats.verdicts import check_correction
 
     # Validate every option first, naming it the way the user typed it.
     for option, value in (("--effect", args.effect), ("--std", args.std)):
-        if value is not None and (not value > 0 or value == float("inf")):
-            raise ConfigError(option, f"must be a finite number > 0, got {value}")
+        if value is not None:
+            check_number(value, option, lo=0.0, lo_open=True)
     for option, value in (("--alpha", args.alpha), ("--power", args.power)):
-        if not 0.0 < value < 1.0:
-            raise ConfigError(option, f"must be strictly between 0 and 1, got {value}")
-    if args.max_seeds < 2:
-        raise ConfigError("--max-seeds", f"must be >= 2, got {args.max_seeds}")
-    if args.comparisons is not None and args.comparisons < 1:
-        raise ConfigError("--comparisons", f"must be >= 1, got {args.comparisons}")
+        check_number(value, option, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    check_int(args.max_seeds, "--max-seeds", minimum=2)
+    if args.comparisons is not None:
+        check_int(args.comparisons, "--comparisons", minimum=1)
     if args.correction is not None:
         check_correction(args.correction, "--correction")
     if args.from_sweep is None and (args.storage is not None or args.tracking_uri is not None):

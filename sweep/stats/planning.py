@@ -35,7 +35,7 @@ from scipy import optimize as _optimize
 from scipy import stats as _stats
 
 from search_spaces.errors import ConfigError
-from search_spaces.validation import check_number
+from search_spaces.validation import check_int, check_number
 from sweep.stats.verdicts import MIN_PAIRS, paired_comparison
 
 DEFAULT_ALPHA = 0.01
@@ -53,8 +53,7 @@ def _fraction(value: float, field: str) -> float:
 
 def family_alpha(alpha: float, comparisons: int = 1, correction: str = "holm") -> float:
     """The per-comparison level to plan for when `comparisons` verdicts are tested as one family."""
-    if isinstance(comparisons, bool) or not isinstance(comparisons, int) or comparisons < 1:
-        raise ConfigError("comparisons", f"must be an integer >= 1, got {comparisons!r}")
+    check_int(comparisons, "comparisons", minimum=1)
     return alpha if correction == "none" else alpha / comparisons
 
 

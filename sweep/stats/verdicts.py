@@ -43,7 +43,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats as _stats
 
-from search_spaces.errors import ConfigError
+from search_spaces.validation import check_choice
 from sweep.stats.seeds import seed_stats
 
 BETTER, WORSE, NO_DIFFERENCE, NO_VERDICT = "better", "worse", "no detectable difference", "no verdict"
@@ -227,9 +227,7 @@ def _wilcoxon_pvalue(diffs: list[float]) -> float:
 # ---- a family of comparisons ----------------------------------------------------------------------------
 def check_correction(name: str, field: str = "verdict.correction") -> str:
     """`name` if it is one of CORRECTIONS, else a ConfigError naming `field`."""
-    if not isinstance(name, str) or name not in CORRECTIONS:
-        raise ConfigError(field, f"expected one of {', '.join(CORRECTIONS)}, got {name!r}")
-    return name
+    return check_choice(name, field, CORRECTIONS)
 
 
 def _levels(raw: np.ndarray, reject: np.ndarray, alpha: float, correction: str) -> np.ndarray:
