@@ -18,8 +18,11 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from sweep.core.status import DIVERGED, FINISHED, RUNNING
+from sweep.core.status import GroupStatus
 from sweep.engine.rung_metrics import RUNG_KEY, RungScorer
+
+# Results carry a group status as its plain string (Tune logs them to JSON; MLflow and tests read them back).
+RUNNING, FINISHED, DIVERGED = GroupStatus.RUNNING.value, GroupStatus.FINISHED.value, GroupStatus.DIVERGED.value
 
 _MEAN_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "lr_multiplier")
 _PER_SEED_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "tokens_per_s", "mfu", "step", "status",

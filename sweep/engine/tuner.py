@@ -77,7 +77,7 @@ def callbacks(cfg: SweepConfig, sweep_id: str | None = None, link: StageLink | N
         sweep_id=sweep_id,
         # Without a tracking server, MLflow's default artifact root is ./mlruns of the driver's working
         # folder, which differs between a run and its resume (a new Ray job, a new head) and dies with
-        # the head: keep artifacts in the sweep folder instead (tests/test_shared_storage.py).
+        # the head: keep artifacts in the sweep folder instead (tests/sweep/engine/test_shared_storage.py).
         artifact_location=None if cfg.tracking_uri.startswith(("http://", "https://", "databricks"))
         else storage.join(cfg.sweep_dir, layout.ARTIFACTS_DIR),
         pending_path=storage.join(cfg.sweep_dir, layout.PENDING_MLFLOW_FILE),

@@ -310,10 +310,10 @@ class MLflowSweepCallback(Callback):
         if run_id is not None:
             # Resumed group: the same run goes on.
             self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, TAG_STATUS, RUNNING)
+            self.client.set_tag(run_id, TAG_STATUS, str(RUNNING))
             return run_id
         all_tags = {TAG_SWEEP: self.sweep_name, TAG_SWEEP_ID: self.sweep_id, TAG_KIND: kind, TAG_GROUP: group,
-                    TAG_PARENT: parent, TAG_STATUS: RUNNING, "mlflow.runName": name, **tags}
+                    TAG_PARENT: parent, TAG_STATUS: str(RUNNING), "mlflow.runName": name, **tags}
         if seed:
             all_tags[TAG_SEED] = seed
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
@@ -386,7 +386,7 @@ class MLflowSweepCallback(Callback):
             run_id = self._runs.get((KIND_SEED, group, seed))
             if run_id is not None:
                 state = seed_status(outcome.status, (per_seed.get(seed) or {}).get("status"))
-                self.client.set_tag(run_id, TAG_STATUS, state)
+                self.client.set_tag(run_id, TAG_STATUS, str(state))
                 self.client.set_terminated(run_id, status=RUN_STATE[state])
 
         metrics = {"final_step": float(outcome.step)}
@@ -396,7 +396,7 @@ class MLflowSweepCallback(Callback):
                 metrics.update({f"final_{k}": v for k, v in stats.as_metrics(name).items()})
         now = int(time.time() * 1000)
         self.client.log_batch(group_run, metrics=[Metric(k, v, now, outcome.step) for k, v in metrics.items()],
-                              tags=[RunTag(TAG_STATUS, outcome.status)])
+                              tags=[RunTag(TAG_STATUS, str(outcome.status))])
         self.client.set_terminated(group_run, status=RUN_STATE[outcome.status])
         # A plotting problem must not leave the run's end state unwritten, hence after it.
         self._guard(f"plotting the schedule of {group}", log_group_schedule, self.client, group_run,
