@@ -136,7 +136,7 @@ def report_verdicts(groups: Sequence[GroupOutcome], corrections: Sequence[str]) 
 
     `compare_with_baselines` once (it makes the paired comparisons, the family and the checks), then
     `family_verdicts` again for each other correction: the same result as calling the report once per
-    correction (tests/test_verdict_error_rates.py checks it), at a quarter of the cost."""
+    correction (tests/sweep/stats/test_verdict_error_rates.py checks it), at a quarter of the cost."""
     rows = compare_with_baselines(groups, ALPHA, correction=corrections[0], total_steps=T)
     tested = [r.comparison for r in rows if r.comparison is not None]
     out = {corrections[0]: [c for c in tested if c.verdict in CALLED]}
