@@ -42,8 +42,8 @@ import ray.train
 from trainable.external import channel
 from trainable.external.metrics_parser import MetricsLineParser
 from trainable.external.process import ScriptProcess
-from trainable.run_control import RunStopped, run_scratch_dir, stop_requested
 from trainable.report_history import ReportHistory
+from trainable.run_control import RunStopped, run_scratch_dir, stop_requested
 
 _POLL_S = 0.5
 _DONE_GRACE_S = 30.0  # after the final report, how long a script may take to exit on its own
