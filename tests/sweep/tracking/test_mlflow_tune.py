@@ -41,6 +41,7 @@ from test_mlflow_layout import check_sweep_layout
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 TESTS_DIR = Path(__file__).resolve().parents[2]  # the shared test helpers
+HERE = Path(__file__).resolve().parent  # the driver subprocess imports this module by name
 SEEDS = [0, 1, 2]
 TOTAL, EVERY = 40, 10
 SECRET = "s3cret-do-not-log"
@@ -250,7 +251,7 @@ def test_resume_after_driver_killed(local_ray, tmp_path):
     """SIGKILL the driver while a group waits mid-way, restore: same runs, no duplicates, steps go on."""
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     results, marker = tmp_path / "ray_results", tmp_path / "paused"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]),
                RAY_AUTH_MODE="disabled", RAY_TMPDIR=short_tmp(), TUNE_GLOBAL_CHECKPOINT_S="0.5")
     log = open(tmp_path / "driver.log", "wb")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, tracking_uri, str(results), str(marker)], env=env,
