@@ -18,6 +18,7 @@ import yaml
 from search_spaces.errors import ConfigError
 from search_spaces.validation import (MAX_SEED, MAX_STEPS, check_bool, check_choice, check_int, check_keys,
                                       check_number, check_steps)
+from trainable.data.tokenizers import check_tokenizer_name, check_vocab, tokenizer_name_of_folder
 from trainable.model_config import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
 from trainable.yaml_input import read_yaml_mapping
 
@@ -76,14 +77,16 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    """Where the token shards are: a prepared folder (`dir`) or the bundled offline corpus."""
+    """Where the token shards are: a prepared folder (`dir`, whose meta.json names its tokenizer) or the
+    bundled offline corpus, tokenized with `tokenizer` (``gpt2`` or ``bytes``) on first use."""
 
     dir: str | None = None
     bundled: bool = True
+    tokenizer: str | None = "gpt2"  # None for a folder: its meta.json says
 
     @staticmethod
     def parse(d: Any, path: str = "data") -> "DataSection":
-        check_keys(d, {"dir", "bundled"}, path)
+        check_keys(d, {"dir", "bundled", "tokenizer"}, path)
         data_dir = d.get("dir")
         if data_dir is not None and (not isinstance(data_dir, str) or not data_dir):
             raise ConfigError(f"{path}.dir", f"expected a folder path, got {data_dir!r}")
@@ -92,15 +95,23 @@ class DataSection:
             raise ConfigError(f"{path}.dir", "give either dir or bundled: true, not both")
         if not bundled and data_dir is None:
             raise ConfigError(f"{path}.dir", "required unless bundled: true")
-        return DataSection(dir=data_dir, bundled=bundled)
+        if not bundled:
+            if d.get("tokenizer") is not None:
+                raise ConfigError(f"{path}.tokenizer", "only for bundled: true; a prepared folder's meta.json names its own")
+            return DataSection(dir=data_dir, bundled=False, tokenizer=None)
+        return DataSection(bundled=True, tokenizer=check_tokenizer_name(d.get("tokenizer", "gpt2"), f"{path}.tokenizer"))
 
     def resolve_dir(self) -> Path:
         """The data folder; prepares the bundled corpus on first use (safe from several processes)."""
         if self.bundled:
             from trainable.data.bundled import ensure_bundled_data
 
-            return Path(ensure_bundled_data())
+            return Path(ensure_bundled_data(tokenizer=self.tokenizer))
         return Path(self.dir).expanduser()
+
+    def tokenizer_name(self) -> str:
+        """The tokenizer of the data: the bundled one's, or what the folder's meta.json records."""
+        return self.tokenizer if self.tokenizer is not None else tokenizer_name_of_folder(Path(self.dir).expanduser())
 
 
 @dataclass(frozen=True)
@@ -340,6 +351,8 @@ class TrainConfig:
         if not isinstance(self.schedule, dict):
             raise ConfigError("schedule", f"expected a mapping, got {type(self.schedule).__name__}")
         self.build_schedule()  # raises ConfigError naming schedule.<field>
+        if self.data.tokenizer is not None:  # a folder's is known only where it exists (check_runs_here, the trainer)
+            check_vocab(self.model.gpt.vocab_size, self.data.tokenizer)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
@@ -416,6 +429,8 @@ def check_runs_here(cfg: "TrainConfig", processes: int, where: str = "trainer",
         if missing:  # what the loader needs, and nothing more (a folder of shards without meta.json is fine)
             raise ConfigError(field, f"{folder} holds no {' and no '.join(f'{m}_*.bin' for m in missing)} shards: "
                                      "not a prepared data folder (sweep data prepare)")
+        check_vocab(cfg.model.gpt.vocab_size, tokenizer_name_of_folder(folder),
+                    f"{where}.model.vocab_size" if where else "model.vocab_size")
 
 
 def load_yaml(path: str | Path) -> dict:

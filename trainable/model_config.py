@@ -28,9 +28,12 @@ class GPTConfig:
         return asdict(self)
 
 
-# Named shapes. `tiny` exists so CPU tests train in seconds; the other two are GPT-2 small and medium.
+# Named shapes. `tiny` exists so CPU tests train in seconds; `proving-ground` is the byte-level model that
+# really learns on 2 CPU cores (configs/proving_ground.yaml, docs/proving_ground.md); the other two are
+# GPT-2 small and medium.
 MODEL_PRESETS: dict[str, GPTConfig] = {
     "tiny": GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=64),
+    "proving-ground": GPTConfig(n_layer=3, n_head=3, n_embd=96, block_size=96, vocab_size=257),
     "gpt2-124m": GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024),
     "gpt2-350m": GPTConfig(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
 }

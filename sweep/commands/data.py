@@ -1,6 +1,8 @@
-"""``sweep data prepare``: tokenize a corpus into llm.c GPT-2 shards (FineWeb, local files or the bundled wiki).
+"""``sweep data prepare``: tokenize a corpus into llm.c shards (FineWeb, local files or the bundled wiki),
+with GPT-2's BPE or plain UTF-8 bytes.
 
     sweep data prepare --bundled                                   # the offline corpus, into the shared cache
+    sweep data prepare --bundled --tokenizer bytes                 # the same, one token per byte
     sweep data prepare --files 'corpus/*.jsonl' --out data/mine    # local .txt/.jsonl/.parquet files
     sweep data prepare --dataset HuggingFaceFW/fineweb --out data/fineweb --max-tokens 100000000
 """
@@ -17,6 +19,7 @@ FINEWEB = "HuggingFaceFW/fineweb"
 _OPTION_FOR_FIELD = {
     "data.out_dir": "--out",
     "data.source": "--dataset/--files/--bundled",
+    "data.tokenizer": "--tokenizer",
     "data.dataset": "--dataset",
     "data.files": "--files",
     "data.text_field": "--text-field",
@@ -37,13 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare",
         help="tokenize a corpus into train/val shards",
-        description="Tokenize text with GPT-2 into llm.c uint16 shards plus meta.json. Documents are held out "
-        "for val by a hash of their text, so reruns give the same split.",
+        description="Tokenize text (GPT-2 BPE or UTF-8 bytes) into llm.c uint16 shards plus meta.json, which "
+        "names the tokenizer. Documents are held out for val by a hash of their text, so reruns give the same split.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", metavar="NAME", help=f"Hugging Face dataset, streamed (e.g. {FINEWEB})")
     src.add_argument("--files", nargs="+", metavar="GLOB", help="local .txt (one document per file), .jsonl/.json or .parquet")
     src.add_argument("--bundled", action="store_true", help="the offline English Wikipedia summaries")
+    p.add_argument("--tokenizer", default="gpt2", metavar="NAME",
+                   help="gpt2 (tiktoken's GPT-2 BPE, 50,257 ids; the default) or bytes (one id per UTF-8 byte + EOT: "
+                   "257 ids, val_bpb = val_loss / ln 2)")
     p.add_argument("--dataset-config", metavar="C", help=f"dataset config (default sample-10BT for {FINEWEB})")
     p.add_argument("--split", default="train", help="dataset split to read (default train)")
     p.add_argument("--text-field", default="text", metavar="F", help="column holding the text (default text)")
@@ -63,7 +69,7 @@ def _config(args: argparse.Namespace):
 
     if args.out is None:
         raise ConfigError("--out", "required (except for --bundled, which defaults to the shared cache)")
-    kwargs: dict = {"out_dir": args.out}
+    kwargs: dict = {"out_dir": args.out, "tokenizer": args.tokenizer}
     if not args.bundled:  # the bundled corpus has its own fixed text column
         kwargs.update(split=args.split, text_field=args.text_field)
     if args.bundled:
@@ -96,8 +102,10 @@ def run_prepare(args: argparse.Namespace) -> int:
         getattr(args, o) is not None for o in ("shard_tokens", "val_fraction", "val_tokens", "max_tokens", "max_documents")
     ):
         from trainable.data.bundled import ensure_bundled_data
+        from trainable.data.tokenizers import check_tokenizer_name
 
-        folder = ensure_bundled_data()
+        check_tokenizer_name(args.tokenizer, "--tokenizer")
+        folder = ensure_bundled_data(tokenizer=args.tokenizer)
         _print_summary(str(folder), json.loads((folder / "meta.json").read_text()))
         return 0
     from trainable.data.prepare import prepare

@@ -1,4 +1,6 @@
-"""Turn a text corpus into GPT-2 token shards in the llm.c format, with a deterministic held-out split.
+"""Turn a text corpus into token shards in the llm.c format, with a deterministic held-out split.
+
+The tokenizer is GPT-2's BPE or plain UTF-8 bytes (`trainable.data.tokenizers`); meta.json records which.
 
 Sources all go through `datasets` in streaming mode, so a 10B-token FineWeb sample and a 5 MB local file
 take the same path and nothing is materialised in memory:
@@ -30,7 +32,7 @@ import numpy as np
 from search_spaces.errors import ConfigError
 from trainable.data.bundled_corpus import bundled_texts
 from trainable.data.shards import TOKEN_DTYPE, write_shard
-from trainable.data.tokenizer import gpt2_encoding, token_byte_lengths
+from trainable.data.tokenizers import check_tokenizer_name, get_tokenizer
 
 SOURCES = ("hf", "files", "bundled")
 _FILE_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -42,6 +44,7 @@ class PrepareConfig:
 
     out_dir: str
     source: str = "hf"
+    tokenizer: str = "gpt2"
     dataset: str = "HuggingFaceFW/fineweb"
     dataset_config: str | None = "sample-10BT"
     split: str = "train"
@@ -64,6 +67,7 @@ class PrepareConfig:
         out = Path(self.out_dir)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise ConfigError("data.out_dir", f"{out} already exists and is not an empty folder")
+        check_tokenizer_name(self.tokenizer)
         if self.source not in SOURCES:
             raise ConfigError("data.source", f"must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if self.source == "hf" and not self.dataset:
@@ -268,12 +272,10 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
     """Tokenize the source into `cfg.out_dir` (train/val shards + meta.json) and return the meta dict.
 
     `documents` overrides the configured source (used by callers that already hold the texts).
-    Tokenization uses tiktoken's own thread pool (`encode_ordinary_batch`): on 2 cores it matched a
-    2-process pool on throughput without forking a process that may hold torch or Ray threads.
     """
     cfg.validate()
-    enc = gpt2_encoding()
-    byte_lengths = token_byte_lengths(enc)
+    tok = get_tokenizer(cfg.tokenizer)
+    byte_lengths = tok.byte_lengths()
     out = Path(cfg.out_dir)
     # Folders this call creates above out_dir, removed again if it fails: bad input leaves no trace.
     new_parents = [p for p in reversed(out.absolute().parents) if not p.exists()]
@@ -287,10 +289,10 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
         budget = cfg.max_tokens
         docs = iter_documents(cfg) if documents is None else documents
         for batch in _batched((_clean(t) for t in docs), cfg.batch_documents):
-            encoded = enc.encode_ordinary_batch(batch, num_threads=cfg.num_proc)
+            encoded = tok.encode_batch(batch, num_threads=cfg.num_proc)
             for text, ids in zip(batch, encoded):
                 tokens = np.empty(len(ids) + 1, dtype=np.int64)
-                tokens[0] = enc.eot_token
+                tokens[0] = tok.eot_id
                 tokens[1:] = ids
                 n_bytes = len(text.encode("utf-8"))
                 if budget is not None and len(tokens) >= budget:
@@ -322,9 +324,9 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
                               f"{cfg.val_fraction}; raise it or the amount of data")
         meta = {
             "format": "llm.c uint16 shards, version 1",
-            "tokenizer": "gpt2",
-            "vocab_size": enc.n_vocab,
-            "eot_id": enc.eot_token,
+            "tokenizer": tok.name,
+            "vocab_size": tok.vocab_size,
+            "eot_id": tok.eot_id,
             "source": source_description(cfg) if documents is None else {"kind": "documents"},
             "documents": sum(w.documents for w in writers.values()),
             "splits": {s: w.summary() for s, w in writers.items()},
