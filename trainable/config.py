@@ -78,7 +78,7 @@ class ModelSection:
 @dataclass(frozen=True)
 class DataSection:
     """Where the token shards are: a prepared folder (`dir`, whose meta.json names its tokenizer) or the
-    bundled offline corpus, tokenized with `tokenizer` (``gpt2`` or ``bytes``) on first use."""
+    bundled offline corpus, tokenized with `tokenizer` (``gpt2``, ``bytes`` or ``spN``) on first use."""
 
     dir: str | None = None
     bundled: bool = True

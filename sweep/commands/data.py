@@ -1,5 +1,5 @@
 """``sweep data prepare``: tokenize a corpus into llm.c shards (FineWeb, local files or the bundled wiki),
-with GPT-2's BPE or plain UTF-8 bytes.
+with GPT-2's BPE, plain UTF-8 bytes or a sentencepiece BPE trained on the train split.
 
     sweep data prepare --bundled                                   # the offline corpus, into the shared cache
     sweep data prepare --bundled --tokenizer bytes                 # the same, one token per byte
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "prepare",
         help="tokenize a corpus into train/val shards",
-        description="Tokenize text (GPT-2 BPE or UTF-8 bytes) into llm.c uint16 shards plus meta.json, which "
+        description="Tokenize text (GPT-2 BPE, UTF-8 bytes or a BPE trained here) into llm.c uint16 shards plus meta.json, which "
         "names the tokenizer. Documents are held out for val by a hash of their text, so reruns give the same split.",
     )
     src = p.add_mutually_exclusive_group(required=True)
@@ -48,8 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--files", nargs="+", metavar="GLOB", help="local .txt (one document per file), .jsonl/.json or .parquet")
     src.add_argument("--bundled", action="store_true", help="the offline English Wikipedia summaries")
     p.add_argument("--tokenizer", default="gpt2", metavar="NAME",
-                   help="gpt2 (tiktoken's GPT-2 BPE, 50,257 ids; the default) or bytes (one id per UTF-8 byte + EOT: "
-                   "257 ids, val_bpb = val_loss / ln 2)")
+                   help="gpt2 (tiktoken's GPT-2 BPE, 50,257 ids; the default), bytes (one id per UTF-8 byte + EOT: "
+                   "257 ids) or spN, e.g. sp1024 (a sentencepiece BPE of N ids trained on the train split, saved "
+                   "with the shards)")
     p.add_argument("--dataset-config", metavar="C", help=f"dataset config (default sample-10BT for {FINEWEB})")
     p.add_argument("--split", default="train", help="dataset split to read (default train)")
     p.add_argument("--text-field", default="text", metavar="F", help="column holding the text (default text)")

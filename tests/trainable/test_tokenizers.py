@@ -15,11 +15,12 @@ import pytest
 
 from search_spaces.errors import ConfigError
 from trainable.config import TrainConfig, check_runs_here
-from trainable.data.bundled import bundled_name, ensure_bundled_data
+from trainable.data.bundled import BUNDLED_VAL_FRACTION, bundled_name, ensure_bundled_data
 from trainable.data.bundled_corpus import bundled_texts
 from trainable.data.loader import read_shard
-from trainable.data.prepare import PrepareConfig, load_meta, prepare
-from trainable.data.tokenizers import check_vocab, get_tokenizer, tokenizer_name_of_folder
+from trainable.data.prepare import PrepareConfig, is_val_document, load_meta, prepare
+from trainable.data.tokenizers import (check_vocab, get_tokenizer, tokenizer_name_of_folder, tokenizer_of_folder,
+                                       train_sentencepiece)
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = ["Plain ASCII text.", "Ünïcödé: 東京 and a fox 🦊", "x" * 300]
@@ -64,7 +65,7 @@ def test_a_model_that_does_not_fit_the_vocabulary_is_refused(tmp_path: Path) -> 
     assert err.value.field == "model.vocab_size" and "50257 to 50304" in err.value.message
     TrainConfig.from_dict({"model": {"name": "tiny", "vocab_size": 320}, "data": {"tokenizer": "bytes"}})  # padded: fine
     with pytest.raises(ConfigError) as err:
-        TrainConfig.from_dict({"data": {"tokenizer": "sp9999"}})
+        TrainConfig.from_dict({"data": {"tokenizer": "sp99"}})
     assert err.value.field == "data.tokenizer"
     with pytest.raises(ConfigError) as err:
         TrainConfig.from_dict({"data": {"dir": "x", "tokenizer": "bytes"}})
@@ -110,3 +111,28 @@ def test_data_prepare_cli_takes_a_tokenizer_and_names_a_bad_one(tmp_path: Path) 
     ok = run("--files", str(src), "--out", str(tmp_path / "ok"), "--tokenizer", "bytes", "--val-fraction", "0.3")
     assert ok.returncode == 0, ok.stderr
     assert "tokenizer bytes" in ok.stdout and tokenizer_name_of_folder(tmp_path / "ok") == "bytes"
+
+
+def test_a_sentencepiece_bpe_trained_on_the_train_split_only_keeps_the_text_exactly(tmp_path: Path) -> None:
+    folder = ensure_bundled_data(tmp_path, tokenizer="sp1024")
+    meta = load_meta(folder)
+    assert (meta["tokenizer"], meta["vocab_size"]) == ("sp1024", 1024)
+    tok = tokenizer_of_folder(folder)
+    assert tok.name == "sp1024" and (folder / "tokenizer.model").is_file()
+    # prepare() checks that each split's text bytes equal its tokens' byte lengths; the decode is exact too.
+    val = _split(folder, "val")
+    pieces = np.split(val, np.flatnonzero(val == tok.eot_id))[1:]
+    texts = set(bundled_texts())
+    assert all(tok.decode(p[1:].tolist()) in texts for p in pieces[:200])
+    assert 2.0 < meta["splits"]["val"]["bytes"] / (len(val) - len(pieces)) < 4.0  # ~2.6 bytes a token
+    # Trained on the train split only: a tokenizer trained on it alone is the same model.
+    train_texts = [t for t in bundled_texts() if not is_val_document(t, BUNDLED_VAL_FRACTION)]
+    assert train_sentencepiece(train_texts, 1024, 1).pieces() == tok.pieces()
+    # A model sized for it fits; the GPT-2 default does not.
+    check_vocab(1024, "sp1024")
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"model": "tiny", "data": {"tokenizer": "sp1024"}})
+    with pytest.raises(ConfigError) as err:
+        prepare(PrepareConfig(out_dir=str(tmp_path / "small"), source="bundled", tokenizer="sp4000", val_fraction=0.5),
+                documents=["a few words only"] * 10)
+    assert err.value.field == "data.tokenizer" and not (tmp_path / "small").exists()

@@ -1,6 +1,7 @@
 """Turn a text corpus into token shards in the llm.c format, with a deterministic held-out split.
 
-The tokenizer is GPT-2's BPE or plain UTF-8 bytes (`trainable.data.tokenizers`); meta.json records which.
+The tokenizer is GPT-2's BPE, plain UTF-8 bytes or a sentencepiece BPE trained here on the train split
+(`trainable.data.tokenizers`); meta.json records which, and a trained one is saved as tokenizer.model.
 
 Sources all go through `datasets` in streaming mode, so a 10B-token FineWeb sample and a 5 MB local file
 take the same path and nothing is materialised in memory:
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -32,7 +34,8 @@ import numpy as np
 from search_spaces.errors import ConfigError
 from trainable.data.bundled_corpus import bundled_texts
 from trainable.data.shards import TOKEN_DTYPE, write_shard
-from trainable.data.tokenizers import check_tokenizer_name, get_tokenizer
+from trainable.data.tokenizers import (SP_MODEL_FILE, SP_TRAIN_DOCUMENTS, Tokenizer, check_tokenizer_name,
+                                       get_tokenizer, train_sentencepiece)
 
 SOURCES = ("hf", "files", "bundled")
 _FILE_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -274,8 +277,8 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
     `documents` overrides the configured source (used by callers that already hold the texts).
     """
     cfg.validate()
-    tok = get_tokenizer(cfg.tokenizer)
-    byte_lengths = tok.byte_lengths()
+    if cfg.tokenizer.startswith("sp") and documents is not None:
+        documents = list(documents)  # read twice: once to train the tokenizer, once to encode
     out = Path(cfg.out_dir)
     # Folders this call creates above out_dir, removed again if it fails: bad input leaves no trace.
     new_parents = [p for p in reversed(out.absolute().parents) if not p.exists()]
@@ -284,6 +287,10 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
     tmp.mkdir()
     started = time.perf_counter()
     try:
+        tok = _tokenizer(cfg, documents)
+        if isinstance(getattr(tok, "model_proto", None), bytes):
+            (tmp / SP_MODEL_FILE).write_bytes(tok.model_proto)
+        byte_lengths = tok.byte_lengths()
         writers = {s: _SplitWriter(tmp, s, cfg.shard_tokens) for s in ("train", "val")}
         token_bytes_check = {"train": 0, "val": 0}
         budget = cfg.max_tokens
@@ -344,6 +351,15 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
                 break
         raise
     return meta
+
+
+def _tokenizer(cfg: PrepareConfig, documents: Iterable[str] | None) -> Tokenizer:
+    """The named tokenizer; a sentencepiece one is trained on the first train-split documents first."""
+    if not cfg.tokenizer.startswith("sp"):
+        return get_tokenizer(cfg.tokenizer)
+    docs = iter_documents(cfg) if documents is None else iter(documents)
+    train_docs = (text for text in map(_clean, docs) if not is_val_document(text, cfg.val_fraction))
+    return train_sentencepiece(itertools.islice(train_docs, SP_TRAIN_DOCUMENTS), int(cfg.tokenizer[2:]), cfg.num_proc)
 
 
 def load_meta(data_dir: str | os.PathLike) -> dict[str, Any]:
