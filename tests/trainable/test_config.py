@@ -15,7 +15,7 @@ from trainable.config import TrainConfig, apply_overrides
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("name", ["tiny.yaml", "gpt2-124m.yaml", "gpt2-350m.yaml"])
+@pytest.mark.parametrize("name", ["tiny.yaml", "proving_ground_train.yaml", "gpt2-124m.yaml", "gpt2-350m.yaml"])
 def test_shipped_configs_load_and_round_trip(name: str) -> None:
     cfg = TrainConfig.from_yaml(REPO / "configs" / name)
     again = TrainConfig.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
