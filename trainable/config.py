@@ -109,10 +109,6 @@ class DataSection:
             return Path(ensure_bundled_data(tokenizer=self.tokenizer))
         return Path(self.dir).expanduser()
 
-    def tokenizer_name(self) -> str:
-        """The tokenizer of the data: the bundled one's, or what the folder's meta.json records."""
-        return self.tokenizer if self.tokenizer is not None else tokenizer_name_of_folder(Path(self.dir).expanduser())
-
 
 @dataclass(frozen=True)
 class OptimizerSection:
