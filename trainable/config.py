@@ -425,8 +425,9 @@ def check_runs_here(cfg: "TrainConfig", processes: int, where: str = "trainer",
         if missing:  # what the loader needs, and nothing more (a folder of shards without meta.json is fine)
             raise ConfigError(field, f"{folder} holds no {' and no '.join(f'{m}_*.bin' for m in missing)} shards: "
                                      "not a prepared data folder (sweep data prepare)")
-        check_vocab(cfg.model.gpt.vocab_size, tokenizer_name_of_folder(folder),
-                    f"{where}.model.vocab_size" if where else "model.vocab_size")
+        tokenizer = tokenizer_name_of_folder(folder)
+        if tokenizer is not None:  # shards made elsewhere (no meta.json) name none
+            check_vocab(cfg.model.gpt.vocab_size, tokenizer, f"{where}.model.vocab_size" if where else "model.vocab_size")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -136,3 +136,14 @@ def test_a_sentencepiece_bpe_trained_on_the_train_split_only_keeps_the_text_exac
         prepare(PrepareConfig(out_dir=str(tmp_path / "small"), source="bundled", tokenizer="sp4000", val_fraction=0.5),
                 documents=["a few words only"] * 10)
     assert err.value.field == "data.tokenizer" and not (tmp_path / "small").exists()
+
+
+def test_shards_made_elsewhere_name_no_tokenizer_and_keep_gpt2_byte_counts(tmp_path: Path) -> None:
+    # llm.c's own shards, or a test's synthetic ones: no meta.json. Nothing is known to check a model against.
+    from test_train_helpers import make_markov_shards
+
+    folder = make_markov_shards(tmp_path / "markov", 2_000, 500)
+    assert tokenizer_name_of_folder(folder) is None
+    assert tokenizer_of_folder(folder).name == "gpt2"
+    cfg = TrainConfig.from_dict({"model": {"name": "tiny", "vocab_size": 512}, "data": {"dir": str(folder)}})
+    check_runs_here(cfg, 1, where="")  # not refused

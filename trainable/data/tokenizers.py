@@ -11,7 +11,8 @@
 `sweep data prepare --tokenizer NAME` records the name in the folder's ``meta.json``; the trainer reads it
 back (`tokenizer_of_folder`) for the per-token byte counts that bits per byte divides by, and refuses a
 model whose vocabulary does not fit the folder's (`check_vocab`). A folder without ``meta.json`` (shards
-made elsewhere, llm.c's own FineWeb shards) is GPT-2's.
+made elsewhere, such as llm.c's own FineWeb shards) has no known tokenizer: its byte counts are GPT-2's,
+as they always were, and its model's vocabulary is not checked.
 """
 
 from __future__ import annotations
@@ -168,11 +169,12 @@ def vocab_size_of(name: str) -> int:
     return {"gpt2": Gpt2Tokenizer.vocab_size, "bytes": ByteTokenizer.vocab_size}.get(name) or int(name[2:])
 
 
-def tokenizer_name_of_folder(data_dir: str | os.PathLike) -> str:
-    """The tokenizer a prepared folder was made with (``gpt2`` when it has no meta.json)."""
+def tokenizer_name_of_folder(data_dir: str | os.PathLike) -> str | None:
+    """The tokenizer a prepared folder was made with; None when it has no meta.json (not known). A meta.json
+    without the field is from before tokenizers were recorded, when every folder was GPT-2's."""
     meta = Path(data_dir) / "meta.json"
     if not meta.is_file():
-        return "gpt2"
+        return None
     try:
         name = json.loads(meta.read_text()).get("tokenizer", "gpt2")
     except (OSError, ValueError, AttributeError):
@@ -181,8 +183,8 @@ def tokenizer_name_of_folder(data_dir: str | os.PathLike) -> str:
 
 
 def tokenizer_of_folder(data_dir: str | os.PathLike) -> Tokenizer:
-    """The tokenizer of a prepared folder, for the byte counts of its tokens."""
-    name = tokenizer_name_of_folder(data_dir)
+    """The tokenizer of a prepared folder, for the byte counts of its tokens (GPT-2's when not known)."""
+    name = tokenizer_name_of_folder(data_dir) or "gpt2"
     if not name.startswith("sp"):
         return get_tokenizer(name)
     path = Path(data_dir) / SP_MODEL_FILE
