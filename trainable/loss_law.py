@@ -6,14 +6,21 @@ function of its learning-rate schedule, plus a bounded least-squares fit of its 
     G(x)  = 1 - (C x + 1)^(-beta),     S_k(t) = sum_{tau=k..t} eta_tau,     S1(t) = S_1(t)
 
 Two forms of the law exist, and parameters fitted in one do not carry over to the other (`LawForm`):
-- ``paper``: as printed above. `t` counts the steps *after* warmup, `S_W` is the LR sum of the warmup steps
-  and `eta_0` is the first post-warmup LR (the peak), so a schedule that holds its peak has LD = 0.
-- ``code`` (the default): the form of the authors' reference implementation, which their published
-  parameters (our presets) were fitted with. `t` counts every step from the first, warmup included: S1 sums
-  every LR so far, and LD sums over every LR change from step 1, so the warmup's LR *rises* enter LD as
-  negative drops. It is exactly the paper form with a warmup of zero steps. At 24k steps with a 2,160-step
-  warmup the code form is ~0.1-0.16 nats above the paper form, and it alone reproduces the authors'
-  predictions from their parameters (tests/trainable/test_law_forms.py).
+- ``paper`` (the default): as printed above. `t` counts the steps *after* warmup, `S_W` is the LR sum of
+  the warmup steps and `eta_0` is the first post-warmup LR (the peak), so a schedule that holds its peak
+  has LD = 0.
+- ``code``: the form of the authors' reference implementation, which their published parameters (our
+  presets) were fitted with. `t` counts every step from the first, warmup included: S1 sums every LR so
+  far, and LD sums over every LR change from step 1, so the warmup's LR *rises* enter LD as negative drops.
+  It is exactly the paper form with a warmup of zero steps. At 24k steps with a 2,160-step warmup it is
+  0.11-0.16 nats above the paper form, and it alone reproduces the authors' predictions from their
+  parameters (tests/trainable/test_law_forms.py).
+Why the paper form stays the default: in the code form a warmup from ~0 costs about B x peak LR for good
+(the rises' G is ~1 at once), ~0.11 nats with the 25M preset, and a schedule without warmup pays nothing.
+The authors' runs all shared one warmup, so their fit absorbed that term; across schedules whose warmups
+differ, as a schedule sweep's do, the code form ranks them wrongly (`constant`, which has none, comes out
+0.09 nats *better* than linear_to_zero at 24k steps). The paper form ranks them as real runs do, at the
+cost of its 0.11-0.16 nats lower level.
 Learning rates are *absolute* (peak LR x multiplier): LD depends on eta itself through `eta_k^(-gamma)`.
 
 Step convention (the trainer's): entry ``i`` of `loss_curve` is the loss after ``i + 1`` optimizer steps,
@@ -59,7 +66,7 @@ class LawForm(str, Enum):
     """Where the warmup goes in the law (see the module docstring): the parameters belong to one form."""
 
     CODE = "code"  # the authors' reference implementation: warmup inside S1 and LD (what the presets fit)
-    PAPER = "paper"  # the paper's formula: warmup only through S_W, LD from the peak on
+    PAPER = "paper"  # the paper's formula: warmup only through S_W, LD from the peak on (the default)
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class MultiPowerLaw:
     C: float
     beta: float
     gamma: float
-    form: LawForm = LawForm.CODE
+    form: LawForm = LawForm.PAPER
 
     def __post_init__(self) -> None:
         try:
@@ -105,7 +112,7 @@ class MultiPowerLaw:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MultiPowerLaw":
         """Parameters from a mapping with exactly the seven names (and optionally ``form``, default
-        ``code``); raises `ConfigError` otherwise."""
+        ``paper``); raises `ConfigError` otherwise."""
         if not isinstance(d, dict):
             raise ConfigError("", f"expected a mapping of law parameters, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
@@ -165,8 +172,8 @@ class MultiPowerLaw:
 # ("best parameters", fitted with a Huber loss) of the README of the authors' repository
 # github.com/thu-yao-01-luo/MultiPowerLaw (read from a stored copy of that README; its authors note they
 # may differ slightly from the paper's own table). They were fitted with that repository's code, so they
-# belong to the code form (`LawForm.CODE`): read in the paper form they predict final losses 0.11-0.16
-# nats too low. In either form they make the cosine-vs-WSD gap of the authors' 24k-step runs 1.8-3.3x the
+# belong to the code form (`LawForm.CODE`): read in the paper form (the default, see the module docstring
+# for why) they predict final losses 0.11-0.16 nats too low. In either form they make the cosine-vs-WSD gap of the authors' 24k-step runs 1.8-3.3x the
 # real one (tests/trainable/test_law_forms.py): simulated schedule differences are exaggerated. Those fits use absolute LRs of runs whose peak LR we take
 # to be 3e-4 (PRESET_PEAK_LR): that peak LR is OUR ASSUMPTION, not checked against the paper's text. Use
 # the presets at a peak LR near it; B and C carry LR units, so far from it the curves are extrapolations.
@@ -231,7 +238,7 @@ def fit(
     one point missed by 0.001 nats. Useful for early prefixes, where the data alone leave them loose.
     When no observed step comes after an LR decrease, B, C, beta, gamma cannot be identified and are held
     at `init` (or at the middle paper preset moved to this peak LR) automatically. `form` is the law's
-    form (`LawForm`); by default `init`'s, else the code form the presets use.
+    form (`LawForm`); by default `init`'s, else the paper form.
 
     Method, in two stages, both `scipy.optimize.least_squares` (trust-region reflective, bounded):
     1. Initialisation by variable projection. L0, A and B enter linearly, so for given (alpha, C, beta,
@@ -246,7 +253,7 @@ def fit(
     evaluations costs one vectorised pass over them.
     """
     try:
-        form = LawForm(form if form is not None else (init.form if init is not None else LawForm.CODE))
+        form = LawForm(form if form is not None else (init.form if init is not None else LawForm.PAPER))
     except ValueError:
         raise ConfigError("form", f"must be one of {', '.join(f.value for f in LawForm)}, got {form!r}") from None
     if init is not None and init.form is not form:

@@ -10,9 +10,9 @@ The loss at a report step s of seed k is
     val_loss = MPL(s) + offset(k) + noise(k, run, s)
 
 - ``MPL(s)``: `trainable.loss_law.MultiPowerLaw` on the absolute LRs ``peak_lr * multipliers(T)``, in the
-  law's own form (the presets: the code form their parameters were fitted in; a ``form: paper`` law takes
-  its warmup as the steps before the schedule's peak), capped at `initial_loss` (the law is unbounded near
-  LR sum 0);
+  paper's form by default (warmup = the steps before the schedule's peak; it ranks schedules with different
+  warmups as real runs do, 0.11-0.16 nats below the presets' fitted level: see `trainable.loss_law`),
+  capped at `initial_loss` (the law is unbounded near LR sum 0);
 - ``offset(k) ~ N(0, seed_offset_std)``: what a seed (init, data order) does to *every* shape alike; it
   cancels in a paired comparison, as the real shared seed effect does;
 - ``noise ~ N(0, noise_std)``, independent per seed, per run (the exact LR sequence) and per step:
@@ -68,7 +68,7 @@ class SimulatorConfig:
     """What the simulated world looks like. Validated on construction (`ConfigError` names the field).
 
     `law`: a preset name of `trainable.loss_law` or a mapping of the seven parameters (and optionally
-    ``form``: ``code``, the default, or ``paper``; see `trainable.loss_law.LawForm`). The presets were
+    ``form``: ``paper``, the default, or ``code``; see `trainable.loss_law.LawForm`). The presets were
     fitted at peak LR ~3e-4 over ~24k steps (see `trainable.loss_law`); far from that the curves are
     extrapolations. `bytes_per_token` turns nats/token into bits/byte for `val_bpb` (~4.3 UTF-8 bytes per
     GPT-2 token on English web text, an assumption of this simulator).
