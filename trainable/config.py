@@ -18,7 +18,7 @@ import yaml
 from search_spaces.errors import ConfigError
 from search_spaces.validation import (MAX_SEED, MAX_STEPS, check_bool, check_choice, check_int, check_keys,
                                       check_number, check_steps)
-from trainable.data.tokenizers import check_tokenizer_name, check_vocab, tokenizer_name_of_folder
+from trainable.data.tokenizers import check_folder_vocab, check_tokenizer_name, check_vocab
 from trainable.model_config import GPT_CONFIG_FIELDS, MODEL_PRESETS, GPTConfig
 from trainable.yaml_input import read_yaml_mapping
 
@@ -425,9 +425,7 @@ def check_runs_here(cfg: "TrainConfig", processes: int, where: str = "trainer",
         if missing:  # what the loader needs, and nothing more (a folder of shards without meta.json is fine)
             raise ConfigError(field, f"{folder} holds no {' and no '.join(f'{m}_*.bin' for m in missing)} shards: "
                                      "not a prepared data folder (sweep data prepare)")
-        tokenizer = tokenizer_name_of_folder(folder)
-        if tokenizer is not None:  # shards made elsewhere (no meta.json) name none
-            check_vocab(cfg.model.gpt.vocab_size, tokenizer, f"{where}.model.vocab_size" if where else "model.vocab_size")
+        check_folder_vocab(cfg.model.gpt.vocab_size, folder, f"{where}.model.vocab_size" if where else "model.vocab_size")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -91,7 +91,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, env: DistEnv, hooks: Hooks | None):
         from trainable.data.loader import TrainBatches
-        from trainable.data.tokenizers import check_vocab, tokenizer_name_of_folder, tokenizer_of_folder
+        from trainable.data.tokenizers import check_folder_vocab, tokenizer_of_folder
 
         self.cfg, self.env, self.hooks = cfg, env, hooks
         self.device = env.device
@@ -121,8 +121,7 @@ class Trainer:
         self.data_dir = cfg.data.resolve_dir()
         b = cfg.batch
         self.loader = TrainBatches(self.data_dir, b.micro_batch_size, b.seq_len, env.rank, env.world_size, cfg.data_seed)
-        if (named := tokenizer_name_of_folder(self.data_dir)) is not None:  # again: the folder may have changed
-            check_vocab(cfg.model.gpt.vocab_size, named)
+        check_folder_vocab(cfg.model.gpt.vocab_size, self.data_dir)  # again: the folder may have changed since
         lengths = tokenizer_of_folder(self.data_dir).byte_lengths()
         self.byte_lengths = torch.as_tensor(lengths, dtype=torch.int64, device=self.device)
 

@@ -34,8 +34,8 @@ import numpy as np
 from search_spaces.errors import ConfigError
 from trainable.data.bundled_corpus import bundled_texts
 from trainable.data.shards import TOKEN_DTYPE, write_shard
-from trainable.data.tokenizers import (SP_MODEL_FILE, SP_TRAIN_DOCUMENTS, Tokenizer, check_tokenizer_name,
-                                       get_tokenizer, train_sentencepiece)
+from trainable.data.tokenizers import (SP_MODEL_FILE, SP_TRAIN_DOCUMENTS, SentencePieceTokenizer, Tokenizer,
+                                       check_tokenizer_name, get_tokenizer, train_sentencepiece)
 
 SOURCES = ("hf", "files", "bundled")
 _FILE_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -288,7 +288,7 @@ def prepare(cfg: PrepareConfig, documents: Iterable[str] | None = None) -> dict[
     started = time.perf_counter()
     try:
         tok = _tokenizer(cfg, documents)
-        if isinstance(getattr(tok, "model_proto", None), bytes):
+        if isinstance(tok, SentencePieceTokenizer):  # trained here: the folder keeps its model
             (tmp / SP_MODEL_FILE).write_bytes(tok.model_proto)
         byte_lengths = tok.byte_lengths()
         writers = {s: _SplitWriter(tmp, s, cfg.shard_tokens) for s in ("train", "val")}

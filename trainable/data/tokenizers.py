@@ -27,7 +27,6 @@ import numpy as np
 
 from search_spaces.errors import ConfigError
 
-TOKENIZERS = ("gpt2", "bytes", "spN")  # spN: N from SP_MIN_VOCAB to SP_MAX_VOCAB
 _SP_NAME = re.compile(r"sp([0-9]+)")
 # 256 byte pieces, unknown and EOT, and room for merges; ids must fit the uint16 shards.
 SP_MIN_VOCAB, SP_MAX_VOCAB = 320, 65535
@@ -128,21 +127,17 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, num_threads: int)
 
     model = io.BytesIO()
     try:
-        _train(spm, texts, model, vocab_size, num_threads)
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+            # Exact text: no normalization, no added or collapsed spaces; bytes for anything unseen.
+            normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
+            byte_fallback=True, character_coverage=0.9995, split_digits=True,
+            unk_id=0, eos_id=1, eos_piece="<eot>", bos_id=-1, pad_id=-1,
+            max_sentence_length=1 << 24, num_threads=num_threads, minloglevel=2,
+        )
     except RuntimeError as err:  # e.g. too little text for that many merges
         raise ConfigError("data.tokenizer", f"cannot train sp{vocab_size}: {str(err).strip().splitlines()[-1]}") from None
     return SentencePieceTokenizer(model.getvalue())
-
-
-def _train(spm, texts: Iterable[str], model, vocab_size: int, num_threads: int) -> None:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
-        # Exact text: no normalization, no added or collapsed spaces; bytes for anything unseen.
-        normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
-        byte_fallback=True, character_coverage=0.9995, split_digits=True,
-        unk_id=0, eos_id=1, eos_piece="<eot>", bos_id=-1, pad_id=-1,
-        max_sentence_length=1 << 24, num_threads=num_threads, minloglevel=2,
-    )
 
 
 def check_tokenizer_name(name: object, field: str = "data.tokenizer") -> str:
@@ -196,6 +191,13 @@ def tokenizer_of_folder(data_dir: str | os.PathLike) -> Tokenizer:
     if tokenizer.name != name:
         raise ConfigError("data.dir", f"{path} has {tokenizer.vocab_size} ids but meta.json says {name}")
     return tokenizer
+
+
+def check_folder_vocab(model_vocab: int, data_dir: str | os.PathLike, field: str = "model.vocab_size") -> None:
+    """`check_vocab` against the tokenizer a folder's meta.json names; nothing to check without one."""
+    name = tokenizer_name_of_folder(data_dir)
+    if name is not None:
+        check_vocab(model_vocab, name, field)
 
 
 def check_vocab(model_vocab: int, tokenizer: str, field: str = "model.vocab_size") -> None:
