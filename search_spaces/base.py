@@ -42,6 +42,11 @@ class Schedule(Protocol):
         """Flat key -> scalar view, for MLflow params."""
         ...
 
+    def describe(self) -> str:
+        """The shape in words, one compact line (``wsd: warmup 2% lin, hold 70%, cos -> 0.1``): how
+        labels, tables and legends name it."""
+        ...
+
 
 def positions(steps: np.ndarray, total_steps: int) -> np.ndarray:
     """Steps -> positions ``x = s / (T - 1)`` in [0, 1] (all 0 when T == 1)."""

@@ -99,6 +99,16 @@ class PresetSchedule(VectorSchedule):
         resolved = self.spec.resolve(dict(self.args))
         return {"kind": "preset", "preset": self.name, **{k: v for k, v in resolved.items() if v is not None}}
 
+    def describe(self) -> str:
+        # A preset's name is its description; arguments away from their defaults follow. (A preset read
+        # back from MLflow params carries every default explicitly: those must not lengthen its name.)
+        defaults = {p.name: p.default for p in self.spec.params}
+        changed = [(k, v) for k, v in self.args if v != defaults.get(k)]
+        if not changed:
+            return self.name
+        return f"{self.name} (" + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in changed) + ")"
+
 
 # -- source formulas ------------------------------------------------------------------------------------
 

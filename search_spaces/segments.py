@@ -27,6 +27,7 @@ from search_spaces import validation
 from search_spaces.base import VectorSchedule, positions
 from search_spaces.curves import CURVES, curve_fraction
 from search_spaces.errors import ConfigError
+from search_spaces.words import curve_word, level, percent
 
 # Durations are written by people (0.7 + 0.2 + 0.1); allow their float sum a little slack.
 _SUM_TOLERANCE = 1e-9
@@ -138,6 +139,18 @@ class Segments(VectorSchedule):
             for key, value in seg.to_dict().items():
                 params[f"seg{i}.{key}"] = value
         return params
+
+    def describe(self) -> str:
+        # Each phase as "<curve> <length> -> <end level>", a flat one as "hold <length>".
+        parts, current = [f"from {level(self.start)}"], self.start
+        for seg in self.segments:
+            if seg.end == current:
+                parts.append(f"hold {percent(seg.duration)}")
+            else:
+                rising = seg.end > current
+                parts.append(f"{curve_word(seg.curve, seg.exponent, rising)} {percent(seg.duration)} -> {level(seg.end)}")
+            current = seg.end
+        return "seg: " + ", ".join(parts)
 
     @classmethod
     def from_dict(cls, d: Any) -> "Segments":

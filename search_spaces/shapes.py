@@ -29,6 +29,7 @@ from search_spaces.base import VectorSchedule
 from search_spaces.curves import CURVES
 from search_spaces.errors import ConfigError
 from search_spaces.segments import Segment, Segments
+from search_spaces.words import curve_word, level, percent
 
 WARMUP_CURVES: tuple[str, ...] = ("linear", "sqrt", "cosine", "exponential")
 """Curves a warmup may take (polynomial warmups are not a thing people run)."""
@@ -98,6 +99,19 @@ class Shape(VectorSchedule):
 
     def flat_params(self) -> dict[str, float | int | str]:
         return {"kind": "shape", **self.to_dict()}
+
+    def describe(self) -> str:
+        # Phase lengths, not boundaries: "hold 70%" is the hold's length whatever the warmup before it.
+        parts = []
+        if self.warmup_frac > 0:
+            parts.append(f"warmup {percent(self.warmup_frac)} {curve_word(self.warmup_curve, rising=True)}")
+        if self.hold_frac > self.warmup_frac:
+            parts.append(f"hold {percent(self.hold_frac - self.warmup_frac)}")
+        if self.hold_frac < 1.0:
+            parts.append(f"{curve_word(self.shape, self.tail_exponent)} -> {level(self.floor)}")
+        else:
+            parts.append("no decay")
+        return "wsd: " + ", ".join(parts)
 
     @classmethod
     def from_dict(cls, d: Any) -> "Shape":

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from search_spaces import Schedule
+from search_spaces import ConfigError, Schedule, schedule_from_dict
 from sweep.core.status import DIVERGED, ERROR, FINISHED, PRUNED, RUNNING, TUNE_ENDED, UNRANKED_ORDER, GroupStatus
 from sweep.stats.seeds import SeedStats, seed_stats
 
@@ -69,9 +69,17 @@ class GroupOutcome:
         return stats.mean if stats is not None else math.inf
 
     @property
+    def description(self) -> str:
+        """The group's shape in words (`Schedule.describe`), from whichever source knew the schedule."""
+        if self.schedule is not None:
+            return self.schedule.describe()
+        return describe_config(self.config, self.label)
+
+    @property
     def name(self) -> str:
-        """How tables and plots name the group: ``wsd_sqrt (a1b2c3)`` or ``search (d4e5f6)``."""
-        return f"{self.label} ({self.group_id})"
+        """How tables and plots name the group: the shape in words with the group id as a suffix,
+        ``wsd_sqrt (a1b2c3)`` or ``wsd: warmup 2% lin, hold 70%, cos -> 0.1 (d4e5f6)``."""
+        return f"{self.description} ({self.group_id})"
 
 
 def _finite(value: Any) -> bool:
@@ -82,6 +90,17 @@ def group_label(config: Mapping[str, Any]) -> str:
     """The baseline preset name of a group's trial config, else "search"."""
     baseline = config.get("baseline")
     return str(baseline) if baseline else SEARCH_LABEL
+
+
+def describe_config(config: Mapping[str, Any], fallback: str | None = None) -> str:
+    """The shape of a group's trial config in words; `fallback` (default: its label) when it has none."""
+    schedule = config.get("schedule")
+    if isinstance(schedule, Mapping):
+        try:
+            return schedule_from_dict(dict(schedule)).describe()
+        except ConfigError:
+            pass  # an unparsable schedule is reported where it is used; a label must not fail
+    return fallback if fallback is not None else group_label(config)
 
 
 def group_status(last_result: Mapping[str, Any] | None, errored: bool, ended: bool) -> GroupStatus:

@@ -26,7 +26,7 @@ def log_group_schedule(client: MlflowClient, run_id: str, schedule: Mapping[str,
     """``schedule.png`` on a group run: its schedule over the sweep's horizon."""
     total = total_steps or max(outcome.step, 1)
     _log_plot(client, run_id, "schedule.png",
-              {f"{outcome.group_id} ({outcome.label})": schedule_from_dict(dict(schedule))}, total)
+              {outcome.name: schedule_from_dict(dict(schedule))}, total)
 
 
 def log_top_schedules(client: MlflowClient, run_id: str, schedules: Mapping[str, Mapping[str, Any]],
@@ -35,6 +35,6 @@ def log_top_schedules(client: MlflowClient, run_id: str, schedules: Mapping[str,
     ranked = rank_groups(outcomes)[0][:top]
     if not ranked:
         return
-    named = {f"#{r.rank} {r.group.label} {r.group.group_id} ({r.loss.mean:.4f})":
+    named = {f"#{r.rank} {r.group.name}: {r.loss.mean:.4f}":
              schedule_from_dict(dict(schedules[r.group.group_id])) for r in ranked}
     _log_plot(client, run_id, "schedules_top.png", named, total_steps or max(r.group.step for r in ranked))

@@ -39,7 +39,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
-from sweep.core.outcome import group_label, outcome_from_result, outcome_from_trial
+from sweep.core.outcome import describe_config, group_label, outcome_from_result, outcome_from_trial
 from sweep.core.secrets import redact_config, redact_uri
 from sweep.core.status import RUNNING, TUNE_ENDED
 from sweep.tracking.artifacts import log_group_schedule, log_top_schedules
@@ -344,10 +344,12 @@ class MLflowSweepCallback(Callback):
         if config.get("source_group"):
             common["source_group"] = str(config["source_group"])  # a confirmation stage's finalist
         seeds = [str(s) for s in config.get("seeds", [])]
-        group_run = self._get_or_create(KIND_GROUP, group, "", self.sweep_run_id, f"{group} {label}",
+        # Run names say the shape in words (the MLflow UI's run list shows little else), the id last.
+        name = f"{describe_config(config, label)} ({group})"
+        group_run = self._get_or_create(KIND_GROUP, group, "", self.sweep_run_id, name,
                                         {TAG_LABEL: label}, {**common, "seeds": ",".join(seeds)})
         for seed in seeds:
-            self._get_or_create(KIND_SEED, group, seed, group_run, f"{group} {label} seed {seed}",
+            self._get_or_create(KIND_SEED, group, seed, group_run, f"{name} seed {seed}",
                                 {TAG_LABEL: label, "schedsweep.sweep_run_id": self.sweep_run_id},
                                 {**common, "seed": seed})
         return group_run

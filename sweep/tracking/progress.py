@@ -18,7 +18,8 @@ from typing import IO, Any, Iterable
 
 from ray.tune import Callback
 
-from sweep.core.outcome import GroupOutcome, group_label, outcome_from_result, outcome_from_trial, rank_groups
+from sweep.core.outcome import GroupOutcome, describe_config, outcome_from_result, outcome_from_trial, rank_groups
+
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
@@ -28,15 +29,17 @@ def leaderboard(groups: Iterable[GroupOutcome], title: str = "Leaderboard") -> s
     """A plain-text table: finished groups ranked by mean final val_loss, then the unranked ones."""
     groups = list(groups)
     ranked, unranked = rank_groups(groups)
-    header = f"{'rank':>4}  {'group':<22} {'label':<18} {'seeds':>5} {'val_loss':>9} {'std':>8} " \
-             f"{'95% CI':>19} {'val_bpb':>8} {'step':>7}"
+    # The shape in words goes last: its length varies, and the numbers stay aligned before it.
+    width = max([len("group")] + [len(g.group_id) for g in groups])
+    header = f"{'rank':>4}  {'group':<{width}} {'seeds':>5} {'val_loss':>9} {'std':>8} " \
+             f"{'95% CI':>19} {'val_bpb':>8} {'step':>7}  shape"
     lines = [f"{title} ({len(ranked)} finished of {len(groups)} groups; lower val_loss is better)", header]
     for r in ranked:
         g, loss = r.group, r.loss
         ci = "n/a" if math.isnan(loss.ci_low) else f"[{loss.ci_low:.4f}, {loss.ci_high:.4f}]"
         lines.append(
-            f"{r.rank:>4}  {g.group_id:<22} {g.label:<18} {loss.n:>5} {loss.mean:>9.4f} {_fmt(loss.std):>8} "
-            f"{ci:>19} {_fmt(r.bpb.mean if r.bpb else None):>8} {g.step:>7}"
+            f"{r.rank:>4}  {g.group_id:<{width}} {loss.n:>5} {loss.mean:>9.4f} {_fmt(loss.std):>8} "
+            f"{ci:>19} {_fmt(r.bpb.mean if r.bpb else None):>8} {g.step:>7}  {g.description}"
         )
     if not ranked:
         lines.append("   (no finished group)")
@@ -45,8 +48,8 @@ def leaderboard(groups: Iterable[GroupOutcome], title: str = "Leaderboard") -> s
         for g in unranked:
             loss = g.stats("val_loss")
             lines.append(
-                f"{'-':>4}  {g.group_id:<22} {g.label:<18} {g.status:<9} at step {g.step:<7} "
-                f"last val_loss {_fmt(loss.mean if loss else None)}"
+                f"{'-':>4}  {g.group_id:<{width}} {g.status:<9} at step {g.step:<7} "
+                f"last val_loss {_fmt(loss.mean if loss else None):>7}  {g.description}"
             )
     return "\n".join(lines)
 
@@ -85,10 +88,10 @@ class SweepProgress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         seeds = trial.config.get("seeds", [])
-        self._print(f"start  {trial.trial_id} ({group_label(trial.config)}) seeds {list(seeds)}")
+        self._print(f"start  {trial.trial_id} ({describe_config(trial.config)}) seeds {list(seeds)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self._latest[trial.trial_id] = {"label": group_label(trial.config), "step": result.get("step"),
+        self._latest[trial.trial_id] = {"step": result.get("step"),
                                         "val_loss": result.get("val_loss"), "tokens_per_s": result.get("tokens_per_s")}
         now = time.monotonic()
         if now - self._last_table >= self.interval_s:
@@ -108,8 +111,9 @@ class SweepProgress(Callback):
             last = self._latest.get(t.trial_id, {})
             step = last.get("step")
             lines.append(
-                f"  {t.trial_id:<22} {group_label(t.config):<18} step {step if step is not None else '-'}{total}"
+                f"  {t.trial_id} step {step if step is not None else '-'}{total}"
                 f"  val_loss {_fmt(last.get('val_loss'))}  tok/s {_fmt(last.get('tokens_per_s'), 0)}"
+                f"  {describe_config(t.config)}"
             )
         return "\n".join(lines)
 
@@ -119,10 +123,10 @@ class SweepProgress(Callback):
         loss = outcome.stats("val_loss")
         detail = "" if loss is None else f" val_loss {_fmt(loss.mean)}" + (
             "" if math.isnan(loss.std) else f" ± {_fmt(loss.std)} (std, {loss.n} seeds)")
-        self._print(f"end    {trial.trial_id} ({outcome.label}) {outcome.status} at step {outcome.step}{detail}")
+        self._print(f"end    {trial.trial_id} ({outcome.description}) {outcome.status} at step {outcome.step}{detail}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._print(f"error  {trial.trial_id} ({group_label(trial.config)}): see {trial.local_path or 'trial logs'}")
+        self._print(f"error  {trial.trial_id} ({describe_config(trial.config)}): see {trial.local_path or 'trial logs'}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         if not self.print_leaderboard:

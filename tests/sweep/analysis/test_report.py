@@ -31,6 +31,7 @@ from trainable.config import load_yaml
 
 STEPS = (10, 20, 30, 40)
 SHAPE = {"warmup_frac": 0.05, "hold_frac": 0.6, "shape": "cosine", "floor": 0.1}
+WORDS = "wsd: warmup 5% lin, hold 55%, cos -> 0.1"  # SHAPE in words: how the report names such a group
 # A seed moves every shape the same way (init, data order): the pairing removes this.
 OFFSETS = [0.02, -0.01, 0.015, -0.005, 0.0, 0.01, -0.02, 0.005]
 
@@ -145,7 +146,7 @@ def test_ranking_holds_finished_groups_by_mean_with_std_and_ci(sweep8):
         bpb = [0.36 * v for v in g.finals]
         assert row[2:] == ["8", f"{np.mean(g.finals):.4f}", f"{np.std(g.finals, ddof=1):.4f}", _ci(g.finals),
                            f"{np.mean(bpb):.4f}", f"{np.std(bpb, ddof=1):.4f}", _ci(bpb)]
-    assert rows[0][1] == "search (good)"  # the clearly better shape leads
+    assert rows[0][1] == "wsd: warmup 5% lin, hold 75%, cos -> 0.1 (good)"  # the clearly better shape leads
 
 
 def test_pruned_diverged_and_errored_groups_are_listed_never_ranked(sweep8):
@@ -153,7 +154,7 @@ def test_pruned_diverged_and_errored_groups_are_listed_never_ranked(sweep8):
     ranked = {r[1] for r in _rows(md, "Ranking")}
     unranked = _rows(md, "Not ranked")
     assert [(r[0], r[1], r[2]) for r in unranked] == [
-        ("search (stopped)", "pruned", "20"), ("search (blewup)", "diverged", "30"), ("search (crashed)", "error", "10")]
+        (f"{WORDS} (stopped)", "pruned", "20"), (f"{WORDS} (blewup)", "diverged", "30"), (f"{WORDS} (crashed)", "error", "10")]
     assert not ranked & {r[0] for r in unranked}
     # The pruned group's last loss (3.0 + 0.2 at step 20) is lower than every finished group's: still not ranked.
     assert unranked[0][3] == "3.2000"
@@ -167,7 +168,7 @@ def test_paired_differences_p_values_and_verdicts(sweep8):
     # The two baselines are compared too (wsd_sqrt vs nanogpt_cosine), and nothing else is.
     assert ("wsd_sqrt (b2)", "nanogpt_cosine (b1)") in rows
     assert len(rows) == 3 * 2 + 1
-    pairs = {key: (np.array(g[key[0].split("(")[1].rstrip(")")].finals), np.array(g[key[1].split("(")[1].rstrip(")")].finals))
+    pairs = {key: (np.array(g[key[0].split("(")[-1].rstrip(")")].finals), np.array(g[key[1].split("(")[-1].rstrip(")")].finals))
              for key in rows}
     raw = {key: stats.ttest_rel(a, b).pvalue for key, (a, b) in pairs.items()}
     keys = list(raw)
@@ -177,7 +178,7 @@ def test_paired_differences_p_values_and_verdicts(sweep8):
     expected_verdicts = {"good": "better", "bad": "worse", "same": "no detectable difference"}
     for shape, verdict in expected_verdicts.items():
         for base, label in (("b1", "nanogpt_cosine"), ("b2", "wsd_sqrt")):
-            key = (f"search ({shape})", f"{label} ({base})")
+            key = (f"{schedule_from_dict(g[shape].schedule).describe()} ({shape})", f"{label} ({base})")
             row = rows[key]
             a, b = pairs[key]
             diffs = a - b
@@ -312,7 +313,7 @@ def test_a_trainer_that_ignores_its_seed_is_named_and_gets_no_verdict(tmp_path):
     write_sweep(tmp_path, "seedless", groups, 3)
     md = build_report("seedless", str(tmp_path)).markdown
     warnings = md.split("## Warnings: the trainer ignored an input", 1)[1].split("\n## ", 1)[0]
-    for name in ("nanogpt_cosine (b1)", "wsd_sqrt (b2)", "search (s)"):
+    for name in ("nanogpt_cosine (b1)", "wsd_sqrt (b2)", f"{WORDS} (s)"):
         assert f"**{name}** its 3 seeds ended at exactly the same val_loss" in warnings
     assert "the trainer ignores its seed" in warnings
     verdicts = _verdicts(md)

@@ -213,7 +213,8 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch, capsys):
     for gid, case in case_of.items():
         assert f"start  {gid}" in printed
         state = {"pruned": "pruned", "diverged": "diverged"}.get(case, "finished")
-        assert f"end    {gid} ({CASES[case]['baseline'] or 'search'}) {state}" in printed
+        words = schedule_from_dict(CASES[case]["schedule"]).describe()  # every group named by its shape
+        assert f"end    {gid} ({words}) {state}" in printed
     assert "step 20/40" in printed
     assert "2 finished of 4 groups" in printed
     lines = from_mlflow.splitlines()
@@ -222,7 +223,7 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch, capsys):
     base_gid = next(g for g, c in case_of.items() if c == "base")
     assert [line.split()[1] for line in ranked] == [good_gid, base_gid]  # good has bias -0.2
     unranked = lines[lines.index(next(line for line in lines if line.startswith("Not ranked"))) + 1:]
-    assert {line.split()[1]: line.split()[3] for line in unranked} == {
+    assert {line.split()[1]: line.split()[2] for line in unranked} == {
         next(g for g, c in case_of.items() if c == "pruned"): "pruned",
         next(g for g, c in case_of.items() if c == "diverged"): "diverged"}
 

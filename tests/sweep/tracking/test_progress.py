@@ -11,8 +11,9 @@ from sweep.tracking.progress import SweepProgress, leaderboard
 
 
 def _group(gid, status, losses, label="search", step=100):
+    schedule = {"preset": label} if label != "search" else {"warmup_frac": 0.02, "hold_frac": 0.7, "floor": 0.1}
     return GroupOutcome(gid, label, status, step, {str(i): v for i, v in enumerate(losses)},
-                        {str(i): v / 4 for i, v in enumerate(losses)})
+                        {str(i): v / 4 for i, v in enumerate(losses)}, config={"schedule": schedule})
 
 
 def _rows(text: str) -> list[list[str]]:
@@ -31,16 +32,18 @@ def test_finished_groups_ranked_by_mean_and_others_listed_unranked():
     rows = _rows(text)
     ranked = [r for r in rows if r[0].isdigit()]
     assert [(r[0], r[1]) for r in ranked] == [("1", "g-b"), ("2", "g-a")]
-    assert ranked[0][2] == "wsd_sqrt" and ranked[0][3] == "3"
-    assert ranked[0][4] == "3.2500"
+    assert ranked[0][2] == "3" and ranked[0][-1] == "wsd_sqrt"
+    assert ranked[0][3] == "3.2500"
     # std of 3.20, 3.25, 3.30 is 0.05; 95 % CI half-width 4.303 * 0.05 / sqrt(3) = 0.1242
-    assert ranked[0][5] == "0.0500"
-    assert " ".join(ranked[0][6:8]) == "[3.1258, 3.3742]"
-    assert ranked[0][8] == "0.8125"  # val_bpb mean = 3.25 / 4
+    assert ranked[0][4] == "0.0500"
+    assert " ".join(ranked[0][5:7]) == "[3.1258, 3.3742]"
+    assert ranked[0][7] == "0.8125"  # val_bpb mean = 3.25 / 4
+    # A searched shape is named in words, not as "search".
+    assert text.splitlines()[3].endswith("  wsd: warmup 2% lin, hold 68%, cos -> 0.1")
     unranked = [r for r in rows if r[0] == "-"]
-    assert [(r[1], r[3]) for r in unranked] == [("g-c", "pruned"), ("g-d", "diverged"), ("g-e", "error")]
+    assert [(r[1], r[2]) for r in unranked] == [("g-c", "pruned"), ("g-d", "diverged"), ("g-e", "error")]
     assert "2 finished of 5 groups" in text
-    assert unranked[2][-1] == "n/a"  # an errored group with no values shows none
+    assert unranked[2][8] == "n/a"  # an errored group with no values shows none
 
 
 def test_no_finished_group():
@@ -51,7 +54,7 @@ def test_no_finished_group():
 def test_single_seed_group_shows_na_spread():
     rows = _rows(leaderboard([_group("g-1", "finished", [3.5])]))
     ranked = [r for r in rows if r[0].isdigit()]
-    assert ranked[0][4:7] == ["3.5000", "n/a", "n/a"]
+    assert ranked[0][3:6] == ["3.5000", "n/a", "n/a"]
 
 
 def test_group_status_from_last_result():
@@ -80,7 +83,7 @@ def test_progress_prints_starts_table_ends_and_leaderboard():
     out = io.StringIO()
     progress = SweepProgress(total_steps=40, interval_s=0.0, stream=out)
     progress.setup()
-    cfg = {"baseline": None, "seeds": [0, 1]}
+    cfg = {"baseline": None, "seeds": [0, 1], "schedule": {"hold_frac": 0.8, "shape": "sqrt"}}
     running = _trial("g-1", "RUNNING", cfg, {})
     progress.on_trial_start(iteration=1, trials=[running], trial=running)
     result = {"step": 20, "val_loss": 3.456789, "tokens_per_s": 2048.0, "status": "running",
@@ -90,9 +93,9 @@ def test_progress_prints_starts_table_ends_and_leaderboard():
     progress.on_trial_complete(iteration=3, trials=[done], trial=done)
     progress.on_experiment_end(trials=[done])
     text = out.getvalue()
-    assert "start  g-1 (search) seeds [0, 1]" in text
+    assert "start  g-1 (wsd: hold 80%, 1-sqrt -> 0) seeds [0, 1]" in text
     assert "g-1" in text and "step 20/40" in text and "val_loss 3.4568" in text and "tok/s 2048" in text
-    assert "end    g-1 (search) finished at step 40 val_loss 3.4500 ± 0.0707 (std, 2 seeds)" in text
+    assert "end    g-1 (wsd: hold 80%, 1-sqrt -> 0) finished at step 40 val_loss 3.4500 ± 0.0707 (std, 2 seeds)" in text
     assert "1 finished of 1 groups" in text
     assert all(line.startswith("[sweep ") for line in text.splitlines())
 
