@@ -1,15 +1,18 @@
 """Rung metrics on the tiny GPT: how well each metric taken at a rung ranks schedule shapes by final val loss.
 
-    python benchmarks/rung_metrics_gpt.py [--steps 120] [--rung 40] [--interval 8] [--probe-frac 0.2]
+    python benchmarks/rung_metrics_gpt.py [--steps 120] [--rungs 40] [--interval 8] [--probe-frac 0.2]
         [--samples 5] [--seeds 0 1] [--lr 3e-3] [--batch 4] [--seq-len 64] [--eval-tokens 4096]
         [--jobs 1] [--max-minutes 14] [--out /tmp/rung_metrics_gpt.json]
+    python benchmarks/rung_metrics_gpt.py --base-config configs/proving_ground_train.yaml --rungs 150 300 600 \
+        --interval 30 --eval-tokens 32768 --samples 4 --seeds 0 1 2 3 4 --jobs 2      # the proving ground
     python benchmarks/rung_metrics_gpt.py --fork-cost gpt2-124m
 
 Issue #5, section 5 (tiny-GPT part). Shapes: every preset (default arguments) plus `--samples` draws from
 the `full` search space (numpy rng seeded with `--shape-seed`). Each (shape, seed) is one single-process run
 of the real trainer (`trainable.train.train`) on the bundled corpus, T = `--steps`, evaluating every
-`--interval` steps on the same `--eval-tokens` val tokens, with `eval.probe_steps: [rung]`. At the rung
-(the first eval at or after `--rung`) it takes:
+`--interval` steps on the same `--eval-tokens` val tokens, with `eval.probe_steps` at the rungs. With
+`--base-config` the model, data, optimizer, horizon and batch come from that trainer config instead (the
+flags for them are ignored). At each rung (the first eval at or after each of `--rungs`) it takes:
 
 - raw:       the val loss there;
 - cooldown:  `val_loss_cooldown`, the trainer's cooldown probe (`trainable.cooldown_probe`);
@@ -17,7 +20,8 @@ of the real trainer (`trainable.train.train`) on the bundled corpus, T = `--step
              (`trainable.loss_law.predict_final_loss` with `default_prior` and prior strength 0.01, the
              settings of the sweep's `predicted` rung metric; NaN below 4 points);
 
-and prints, per seed and for the seed means, the Spearman correlation of each with the final val loss.
+and prints, per rung, per seed and for the seed means, the Spearman correlation of each with the final val
+loss, and the mean absolute error of `predicted` (seed means) against the final loss.
 Runs are saved to `--out` as they finish and reused when the same settings are run again, so a run cut
 short by `--max-minutes` (or Ctrl-C) continues where it stopped. `--jobs N` trains N runs at a time in
 separate processes (each run is still one process, one torch thread by default).
@@ -42,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search_spaces import get_preset, get_search_space, list_presets  # noqa: E402
+from search_spaces import get_search_space, list_presets  # noqa: E402
 
 PRIOR_STRENGTH = 0.01  # as sweep's `predicted` rung metric
 MIN_FIT_POINTS = 4
@@ -60,6 +64,14 @@ def shapes(samples: int, shape_seed: int) -> list[tuple[str, dict]]:
 
 def run_config(args: argparse.Namespace, schedule: dict, seed: int) -> dict:
     """The trainer config of one run (a plain dict: it is also the cache key in the output file)."""
+    evals = {"interval": args.interval, "max_tokens": args.eval_tokens,
+             "probe_steps": list(args.rungs), "probe_frac": args.probe_frac}
+    if args.base_config:
+        import yaml
+
+        base = yaml.safe_load(Path(args.base_config).read_text())
+        return {**base, "schedule": schedule, "eval": {**base.get("eval", {}), **evals},
+                "seed": seed, "data_seed": seed, "device": "cpu"}
     return {
         "model": "tiny",
         "data": {"bundled": True},
@@ -67,8 +79,7 @@ def run_config(args: argparse.Namespace, schedule: dict, seed: int) -> dict:
         "optimizer": {"lr": args.lr},
         "horizon": {"steps": args.steps},
         "batch": {"micro_batch_size": args.batch, "seq_len": args.seq_len, "grad_accum": 1},
-        "eval": {"interval": args.interval, "max_tokens": args.eval_tokens,
-                 "probe_steps": [args.rung], "probe_frac": args.probe_frac},
+        "eval": evals,
         "seed": seed,
         "data_seed": seed,
         "device": "cpu",
@@ -181,6 +192,12 @@ def _spearman_rows(table: dict[str, dict[int, dict[str, float]]], seeds: list[in
         final = [float(np.mean([table[n][s]["final"] for s in group])) for n in names]
         cells = [_cell([float(np.mean([table[n][s][m] for s in group])) for n in names], final) for m in METRICS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    names = [n for n in table if all(s in table[n] for s in seeds)]
+    errors = [abs(float(np.mean([table[n][s]["predicted"] - table[n][s]["final"] for s in seeds]))) for n in names]
+    errors = [e for e in errors if math.isfinite(e)]
+    if errors:
+        lines += ["", f"Mean absolute error of `predicted` (seed means) against the final loss: {np.mean(errors):.4f} "
+                  f"nats over {len(errors)} shapes (max {np.max(errors):.4f})."]
     if len(seeds) > 1:
         # The ceiling for any rung metric: how well one seed's *final* loss ranks the shapes for another seed.
         a, b = seeds[0], seeds[1]
@@ -224,7 +241,8 @@ def fork_cost(model: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=120, help="horizon T")
-    p.add_argument("--rung", type=int, default=40, help="the rung step (first eval at or after it)")
+    p.add_argument("--rungs", type=int, nargs="+", default=[40], help="rung steps (first eval at or after each)")
+    p.add_argument("--base-config", help="a trainer config YAML to take model, data, optimizer, horizon, batch from")
     p.add_argument("--interval", type=int, default=8, help="eval interval")
     p.add_argument("--probe-frac", type=float, default=0.2, help="cooldown probe length / steps so far")
     p.add_argument("--samples", type=int, default=5, help="shapes drawn from the `full` space, besides the presets")
@@ -270,22 +288,25 @@ def main(argv: list[str] | None = None) -> int:
                 out.write_text(json.dumps({"runs": runs}, indent=1))
                 name = next(n for s, n, c in plan if json.dumps(c, sort_keys=True) == futures[fut])
                 print(f"trained {name} seed {todo[futures[fut]]['seed']} in {run['seconds']:.0f} s", flush=True)
-    table: dict[str, dict[int, dict[str, float]]] = {}
-    for seed, name, cfg_dict in plan:
-        run = runs.get(json.dumps(cfg_dict, sort_keys=True))
-        if run is None:
-            print(f"time budget spent: no run of {name} seed {seed}", flush=True)
-            continue
-        m = rung_metrics(run, cfg_dict, args.rung)
-        table.setdefault(name, {})[seed] = m
-        print(f"{name:28s} seed {seed}: raw {m['raw']:.4f} cooldown {m['cooldown']:.4f} predicted "
-              f"{m['predicted']:.4f} final {m['final']:.4f} (rung at {m['rung_step']}, {run['seconds']:.0f} s)")
     print()
-    print(f"T={args.steps}, rung {args.rung}, eval every {args.interval} on {args.eval_tokens} val tokens, probe "
-          f"{args.probe_frac} x steps so far, lr {args.lr}, batch {args.batch}x{args.seq_len}, "
-          f"{len(table)} shapes, seeds {args.seeds}, {(time.perf_counter() - started) / 60:.1f} min")
-    done = [s for s in args.seeds if any(s in per_seed for per_seed in table.values())]  # seeds with any run
-    print(summarise(table, done))
+    setting = (f"config {args.base_config}" if args.base_config else
+               f"T={args.steps}, lr {args.lr}, batch {args.batch}x{args.seq_len}")
+    print(f"{setting}, rungs {args.rungs}, eval every {args.interval} on {args.eval_tokens} val tokens, probe "
+          f"{args.probe_frac} x steps so far, seeds {args.seeds}, {(time.perf_counter() - started) / 60:.1f} min")
+    for rung in args.rungs:
+        table: dict[str, dict[int, dict[str, float]]] = {}
+        for seed, name, cfg_dict in plan:
+            run = runs.get(json.dumps(cfg_dict, sort_keys=True))
+            if run is None:
+                print(f"time budget spent: no run of {name} seed {seed}", flush=True)
+                continue
+            m = rung_metrics(run, cfg_dict, rung)
+            table.setdefault(name, {})[seed] = m
+            print(f"{name:28s} seed {seed}: raw {m['raw']:.4f} cooldown {m['cooldown']:.4f} predicted "
+                  f"{m['predicted']:.4f} final {m['final']:.4f} (rung at {m['rung_step']}, {run['seconds']:.0f} s)")
+        print(f"\n### Rung at step {rung}, {len(table)} shapes\n")
+        done = [s for s in args.seeds if any(s in per_seed for per_seed in table.values())]  # seeds with any run
+        print(summarise(table, done) + "\n")
     return 0
 
 
