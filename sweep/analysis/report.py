@@ -32,7 +32,7 @@ from sweep.core.schedule_plot import plot_schedules
 from sweep.core.secrets import redact_uri
 from sweep.core.storage import is_remote
 from sweep.stats.planning import DEFAULT_POWER, NoiseEstimate
-from sweep.stats.verdicts import DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, min_wilcoxon_n
+from sweep.stats.verdicts import CALLED, DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, min_wilcoxon_n
 
 REPORT_FILE = "report.md"
 SCHEDULES_PNG = "report_schedules.png"
@@ -51,6 +51,7 @@ class Report:
     files: tuple[Path, ...]
     run_id: str
     artifact_dir: str
+    verdicts: tuple[str, ...] = ()  # the paired verdicts in plain text, one line each (`verdict_lines`)
 
 
 def _f(value: float | None, digits: int = 4, signed: bool = False) -> str:
@@ -121,6 +122,34 @@ def comparison_table(rows: Sequence[ComparisonRow], alpha: float) -> list[str]:
         lines.append(f"| {row.candidate.name} | {row.baseline.name} | {c.n} | {_f(c.mean_diff, signed=True)} | "
                      f"{ci} ({_level(c.confidence)}) | {_p(c.t_pvalue)} | {_p(c.adjusted_pvalue)} | {wil} | "
                      f"**{c.verdict}** |")
+    return lines
+
+
+def verdict_lines(rows: Sequence[ComparisonRow], alpha: float, correction: str) -> list[str]:
+    """The called verdicts as plain lines for a terminal (what `sweep run` prints at its end), then one line
+    counting the rest: a sweep of hundreds of shapes must not print every comparison."""
+    tested = [r.comparison for r in rows if r.comparison is not None and r.comparison.verdict != NO_VERDICT]
+    m = tested[0].family_size if tested else 0
+    lines = [f"Verdicts (shape minus baseline, final val_loss; paired t over the same seeds, {correction} over "
+             f"{m} comparisons, alpha {alpha:g}; lower is better):"]
+    called = [r for r in rows if r.comparison is not None and r.comparison.verdict in CALLED]
+    for row in called:
+        c = row.comparison
+        lines.append(f"  {row.candidate.name} vs {row.baseline.name}: {_f(c.mean_diff, signed=True)} "
+                     f"{_ci(c.ci_low, c.ci_high, signed=True)} ({_level(c.confidence)}, n={c.n}), "
+                     f"adjusted p {_p(c.adjusted_pvalue)}: {c.verdict.upper()}")
+    rest: dict[str, int] = {}
+    for row in rows:
+        if row not in called:
+            key = "not compared" if row.comparison is None else row.comparison.verdict
+            rest[key] = rest.get(key, 0) + 1
+    if not rows:
+        lines.append("  no shape to compare with a baseline")
+    elif not called:
+        lines.append("  no difference resolved")
+    if rest:
+        lines.append(f"  {'the other ' if called else ''}{sum(rest.values())} comparisons: "
+                     + ", ".join(f"{n} {k}" for k, n in sorted(rest.items())) + " (the report lists each)")
     return lines
 
 
@@ -256,6 +285,9 @@ def build_report(name: str, storage_path: str | None = None, tracking_uri: str |
     ranked, unranked = rank_groups(record.groups)
     plots = write_plots(record, ranked, unranked, folder)
     markdown = render_markdown(record, alpha, power, plots, correction, step)
+    rows = compare_with_baselines(record.groups, alpha, correction=correction, resolution=step,
+                                  total_steps=record.total_steps,
+                                  warnings=input_warnings(record.groups, record.total_steps))
     report_path = folder / REPORT_FILE
     # Write then rename: a reader (or the MLflow upload) never sees half a report.
     with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".report.", suffix=".md", delete=False) as tmp:
@@ -265,4 +297,5 @@ def build_report(name: str, storage_path: str | None = None, tracking_uri: str |
     client = record.client
     for path in files:
         client.log_artifact(record.run_id, str(path), ARTIFACT_DIR)
-    return Report(markdown=markdown, files=tuple(files), run_id=record.run_id, artifact_dir=ARTIFACT_DIR)
+    return Report(markdown=markdown, files=tuple(files), run_id=record.run_id, artifact_dir=ARTIFACT_DIR,
+                  verdicts=tuple(verdict_lines(rows, alpha, correction)))

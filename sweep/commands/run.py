@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sweep.config import DEMO_CONFIG, SweepConfig
 from trainable.config import load_yaml
@@ -54,12 +55,29 @@ def execute(cfg: SweepConfig, mode: str) -> int:
     if warning:
         print(f"sweep: warning: {warning}", file=sys.stderr, flush=True)
     end = sweep(cfg, mode)
+    if not end.cut_short:
+        print_verdicts(cfg)
     print(summary(cfg, end.groups, end.errored), flush=True)
     if end.cut_short:
         print(f"sweep {cfg.name!r} stopped after {end.ended} of {end.planned} groups; "
               f"continue it with: sweep resume {cfg.name} --storage {cfg.storage}", file=sys.stderr, flush=True)
         return 130
     return 1 if end.errored else 0
+
+
+def print_verdicts(cfg: SweepConfig) -> None:
+    """Write the sweep's report and print its verdicts: the answer, not only a ranking. A report that cannot
+    be built is said on stderr; the sweep itself has succeeded, so it does not change the exit code."""
+    from sweep.analysis.report import REPORT_FILE, build_report
+
+    try:
+        report = build_report(cfg.name, cfg.storage, cfg.tracking_uri, experiment=cfg.experiment)
+    except Exception as err:  # noqa: BLE001 - any failure here must not hide the sweep's own result
+        print(f"sweep: the report could not be built ({type(err).__name__}: {err}); "
+              f"try: sweep report {cfg.name} --storage {cfg.storage}", file=sys.stderr, flush=True)
+        return
+    print("\n" + "\n".join(report.verdicts), flush=True)
+    print(f"  report       : {Path(cfg.sweep_dir) / REPORT_FILE} (plots next to it, and in MLflow)", flush=True)
 
 
 def verdict_warning(cfg: SweepConfig) -> str | None:

@@ -295,6 +295,24 @@ def test_schedules_come_back_from_group_params():
     assert schedule_from_params({"kind": "shape", "shape": "no-such"}) is None
 
 
+def test_terminal_verdicts_list_the_called_ones_and_count_the_rest(sweep8):
+    lines = sweep8.report.verdicts
+    assert lines[0].startswith("Verdicts (") and "holm over 7 comparisons, alpha 0.01" in lines[0]
+    called = lines[1:-1]
+    good = schedule_from_dict(sweep8.groups["good"].schedule).describe()
+    bad = schedule_from_dict(sweep8.groups["bad"].schedule).describe()
+    # The Markdown table's called verdicts, and only those, each on one line.
+    table = {(r[0], r[1]): r[-1].strip("*") for r in _rows(sweep8.report.markdown, "Paired differences")}
+    expected = {pair: v for pair, v in table.items() if v in ("better", "worse")}
+    assert len(expected) >= 4  # good and bad against both baselines at least
+    assert {tuple(line.rsplit(": ", 2)[0].strip().split(" vs ")): line.rsplit(": ", 1)[1].lower()
+            for line in called} == expected
+    assert any(line.startswith(f"  {good} (good) vs wsd_sqrt (b2): ") and line.endswith("BETTER") for line in called)
+    assert any(line.startswith(f"  {bad} (bad) vs wsd_sqrt (b2): ") and line.endswith("WORSE") for line in called)
+    rest = len(table) - len(expected)
+    assert lines[-1] == f"  the other {rest} comparisons: {rest} no detectable difference (the report lists each)"
+
+
 def test_mean_band_uses_only_steps_every_seed_reached():
     steps, mean, low, high = mean_band({"0": [(10, 3.0), (20, 2.0), (30, 1.0)], "1": [(10, 4.0), (20, 2.5)]})
     assert steps.tolist() == [10, 20]

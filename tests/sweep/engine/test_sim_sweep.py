@@ -141,6 +141,9 @@ def sweep_and_check(tmp_path: Path, groups: int) -> float:
     wall = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     print(f"{groups} simulated groups: sweep run took {wall:.1f} s")
+    # The run ends with the answer: the report written and its verdicts printed, not only the leaderboard.
+    assert "\nVerdicts (shape minus baseline" in proc.stdout and "  report       : " in proc.stdout, proc.stdout[-3000:]
+    assert (tmp_path / "sweeps" / "simmany" / "report.md").is_file()
     check_many(tmp_path, groups, d["optuna"]["storage"])
     return wall
 
@@ -226,6 +229,7 @@ def test_killed_simulated_sweep_resumes_bit_for_bit(tmp_path: Path) -> None:
                            str(tmp_path / "sweeps")], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=900, start_new_session=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "\nVerdicts (shape minus baseline" in proc.stdout  # a resumed sweep ends with its answer too
 
     trials = read_sim_trials(tune_dir)
     assert len(trials) == 4 and len({t["id"] for t in trials}) == 4
