@@ -29,8 +29,8 @@ def base(tmp_path: Path) -> dict[str, Any]:
 
 def test_demo_config_is_valid_and_the_packaged_copy_matches_configs() -> None:
     cfg = load_sweep_config()
-    assert cfg.name == "demo" and cfg.seeds == (0, 1) and len(cfg.baselines) == 2
-    assert cfg.resources.workers == 2 and not cfg.resources.use_gpu
+    assert cfg.name == "demo" and cfg.seeds == (0, 1, 2, 3) and len(cfg.baselines) == 2
+    assert cfg.trainer.model.name == "proving-ground" and cfg.resources.workers == 1 and not cfg.resources.use_gpu
     assert (REPO / "configs" / "demo.yaml").read_text() == DEMO_CONFIG.read_text()
 
 
