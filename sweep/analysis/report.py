@@ -35,6 +35,7 @@ from sweep.stats.planning import DEFAULT_POWER, NoiseEstimate
 from sweep.stats.verdicts import CALLED, DEFAULT_ALPHA, DEFAULT_CORRECTION, NO_VERDICT, min_wilcoxon_n
 
 REPORT_FILE = "report.md"
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (Markdown)
 SCHEDULES_PNG = "report_schedules.png"
 CURVES_PNG = "report_val_loss.png"
 PANELS_PNG = "report_val_loss_groups.png"
@@ -297,5 +298,9 @@ def build_report(name: str, storage_path: str | None = None, tracking_uri: str |
     client = record.client
     for path in files:
         client.log_artifact(record.run_id, str(path), ARTIFACT_DIR)
+    verdicts = tuple(verdict_lines(rows, alpha, correction))
+    # The sweep run's description (what MLflow's run page shows first): the verdicts and where the rest is.
+    client.set_tag(record.run_id, DESCRIPTION_TAG, "\n".join([verdicts[0], "", *(f"-{line[1:]}" for line in verdicts[1:]),
+                                                             "", f"The whole report: artifacts, `{ARTIFACT_DIR}/{REPORT_FILE}`."]))
     return Report(markdown=markdown, files=tuple(files), run_id=record.run_id, artifact_dir=ARTIFACT_DIR,
-                  verdicts=tuple(verdict_lines(rows, alpha, correction)))
+                  verdicts=verdicts)

@@ -50,7 +50,8 @@ from sweep.tracking.progress import leaderboard
 from sweep.tracking.queries import latest_metric_steps, search_all
 from sweep.tracking.tags import (GROUP_METRICS, KIND_GROUP, KIND_SEED, KIND_SWEEP, RUN_STATE, SEED_METRICS, TAG_GROUP,
                                  TAG_KIND, TAG_LABEL, TAG_LAST_STEP, TAG_PARENT, TAG_PARENT_SWEEP, TAG_SEED, TAG_STAGE,
-                                 TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID, TAG_TRAIN_RUN, seed_status)
+                                 TAG_EXPERIMENT_KIND, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID, TAG_TRAIN_RUN,
+                                 TRAINING_EXPERIMENT, seed_status)
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,10 @@ class MLflowSweepCallback(Callback):
     def _setup(self) -> None:
         exp = self.client.get_experiment_by_name(self.experiment_name)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            self.experiment_name, artifact_location=self.artifact_location)
+            self.experiment_name, artifact_location=self.artifact_location,
+            tags={TAG_EXPERIMENT_KIND: TRAINING_EXPERIMENT})
+        if exp is not None and TAG_EXPERIMENT_KIND not in exp.tags:  # made by an older version, or by hand
+            self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, TRAINING_EXPERIMENT)
         self._index_existing_runs()
         key = (KIND_SWEEP, "", "")
         if key in self._runs:

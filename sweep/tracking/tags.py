@@ -22,6 +22,9 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_STAGE = "schedsweep.stage"  # on a stage's sweep run, e.g. "confirm-2x" (sweep.confirm)
 TAG_PARENT_SWEEP = "schedsweep.parent_sweep"  # ... and the name of the sweep it confirms
 KIND_SWEEP, KIND_GROUP, KIND_SEED = "sweep", "group", "seed"
+# MLflow 3's UI opens an experiment by its kind: without this tag it may infer "GenAI" and open on traces;
+# "custom_model_development" opens the runs table, where a sweep's groups and seeds are.
+TAG_EXPERIMENT_KIND, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
 
 SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu", "val_loss_cooldown", "probe_steps_run")
 GROUP_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "lr_multiplier", "tokens_per_s", "mfu", "tokens",

@@ -311,6 +311,9 @@ def test_terminal_verdicts_list_the_called_ones_and_count_the_rest(sweep8):
     assert any(line.startswith(f"  {bad} (bad) vs wsd_sqrt (b2): ") and line.endswith("WORSE") for line in called)
     rest = len(table) - len(expected)
     assert lines[-1] == f"  the other {rest} comparisons: {rest} no detectable difference (the report lists each)"
+    # The same lines are the sweep run's description in MLflow, as a Markdown list.
+    note = MlflowClient(sweep8.uri).get_run(sweep8.report.run_id).data.tags["mlflow.note.content"]
+    assert note.startswith(lines[0]) and all(f"- {line.strip()}" in note for line in lines[1:])
 
 
 def test_mean_band_uses_only_steps_every_seed_reached():

@@ -20,7 +20,7 @@ from sweep.tracking.callback import MLflowSweepCallback
 from sweep.tracking.params import loggable_params
 from sweep.tracking.pending import HeldBackWrites, TrialView, Write
 from sweep.tracking.queries import groups_from_mlflow
-from sweep.tracking.tags import TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP
+from sweep.tracking.tags import TAG_EXPERIMENT_KIND, TAG_GROUP, TAG_KIND, TAG_STATUS, TAG_SWEEP, TRAINING_EXPERIMENT
 
 SCHEDULE = {"warmup_frac": 0.1, "hold_frac": 0.5, "shape": "cosine", "floor": 0.1}
 
@@ -239,3 +239,20 @@ def test_the_callback_makes_the_writes_an_earlier_start_held_back(tmp_path):
     group = next(r for r in runs if r.data.tags[TAG_KIND] == "group")
     assert group.info.status == "FINISHED" and group.data.tags[TAG_STATUS] == "finished"
     assert json.loads(pending.read_text()) == []
+
+
+def test_the_experiment_is_a_training_experiment_and_runs_are_named_by_their_shape(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    client.create_experiment("exp")  # made earlier without the kind (an older version, or by hand): tagged now
+    cb = _callback(uri)
+    t = _trial("g1")
+    cb.on_trial_start(iteration=0, trials=[t], trial=t)
+    # MLflow 3's UI opens a "custom_model_development" experiment on its runs table, not on GenAI traces.
+    assert client.get_experiment_by_name("exp").tags[TAG_EXPERIMENT_KIND] == TRAINING_EXPERIMENT
+    names = sorted(r.info.run_name for r in _runs(uri) if r.data.tags[TAG_KIND] != "sweep")
+    assert names == ["wsd: warmup 10% lin, hold 40%, cos -> 0.1 (g1)", "wsd: warmup 10% lin, hold 40%, cos -> 0.1 (g1) seed 0",
+                     "wsd: warmup 10% lin, hold 40%, cos -> 0.1 (g1) seed 1"]
+    fresh = f"sqlite:///{tmp_path / 'n.db'}"
+    _callback(fresh)  # a new store: the experiment is created with the kind
+    assert MlflowClient(fresh).get_experiment_by_name("exp").tags[TAG_EXPERIMENT_KIND] == TRAINING_EXPERIMENT
