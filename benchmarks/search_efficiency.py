@@ -54,6 +54,7 @@ from sweep.engine.rung_metrics import RUNG_KEY  # noqa: E402
 from sweep.engine.scheduler import PersistentASHA  # noqa: E402
 from sweep.engine.searcher import METRIC, MODE, GroupSearcher  # noqa: E402
 from sweep.engine.sim_trial import SimulatedGroup  # noqa: E402
+from trainable.loss_law import get_law, preset_setting  # noqa: E402
 from trainable.simulator import SimulatorConfig, noiseless_final_loss  # noqa: E402
 
 METHODS = ("random", "asha_raw", "asha_cooldown", "asha_predicted")
@@ -327,7 +328,13 @@ def summarise(logs: list[SweepLog], noise_tol: float) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--space", default="full")
-    ap.add_argument("--law", default="mpl_25m")
+    ap.add_argument("--law", default="mpl_25m", help="a law preset (trainable.loss_law)")
+    ap.add_argument("--form", choices=("paper", "code"), default=None,
+                    help="read the preset's parameters in this form (default: the preset's own)")
+    ap.add_argument("--peak-lr", type=float, default=None, help="default: the preset's own peak LR")
+    ap.add_argument("--noise-std", type=float, default=None, help="default: the preset's measured noise")
+    ap.add_argument("--seed-offset-std", type=float, default=None, help="default: the preset's")
+    ap.add_argument("--initial-loss", type=float, default=None, help="default: ln(50257), the GPT-2 vocabulary")
     ap.add_argument("--total-steps", type=int, default=8000)
     ap.add_argument("--eval-interval", type=int, default=250)
     ap.add_argument("--seeds", type=int, default=3)
@@ -346,8 +353,14 @@ def main() -> None:
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    sim = {"law": args.law, "total_steps": args.total_steps, "eval_interval": args.eval_interval,
-           "peak_lr": 3e-4, "noise_std": 0.0015, "seed_offset_std": 0.001}
+    law = get_law(args.law).in_form(args.form).to_dict() if args.form else args.law
+    setting = preset_setting(args.law)
+    pick = lambda given, default: default if given is None else given  # noqa: E731
+    sim = {"law": law, "total_steps": args.total_steps, "eval_interval": args.eval_interval,
+           "peak_lr": pick(args.peak_lr, setting.peak_lr), "noise_std": pick(args.noise_std, setting.noise_std),
+           "seed_offset_std": pick(args.seed_offset_std, setting.seed_offset_std)}
+    if args.initial_loss is not None:
+        sim["initial_loss"] = args.initial_loss
     setup = Setup(args.space, sim, list(range(args.seeds)), args.grace, args.reduction, args.cooldown_frac)
     t0 = time.time()
     best, best_params, dense = true_best(setup, args.dense, np.random.default_rng(12345))

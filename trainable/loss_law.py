@@ -53,6 +53,9 @@ __all__ = [
     "LAW_PRESETS",
     "LawForm",
     "PRESET_PEAK_LR",
+    "PresetSetting",
+    "preset_peak_lr",
+    "preset_setting",
     "MultiPowerLaw",
     "fit",
     "get_law",
@@ -183,6 +186,33 @@ LAW_PRESETS: dict[str, MultiPowerLaw] = {
     "mpl_400m": MultiPowerLaw(L0=2.375, A=0.654, alpha=0.429, B=523.425, C=2.025, beta=0.594, gamma=0.635),
 }
 PRESET_PEAK_LR = 3e-4
+
+
+@dataclass(frozen=True)
+class PresetSetting:
+    """Where a preset was fitted, which a simulator using it takes as its defaults: the peak LR of its runs
+    (B and C carry LR units, so a law is only meaningful near it) and the seed noise measured on them
+    (`noise_std` per run, `seed_offset_std` shared by every run of a seed; `trainable.simulator`)."""
+
+    peak_lr: float
+    noise_std: float
+    seed_offset_std: float
+
+
+# The paper presets' noise is the seed-to-seed std of small GPTs' final loss (~0.0014-0.002 nats), split
+# between a per-run part and a per-seed offset; the authors' tables give none.
+_PAPER_SETTING = PresetSetting(peak_lr=PRESET_PEAK_LR, noise_std=0.0015, seed_offset_std=0.001)
+_PRESET_SETTINGS: dict[str, PresetSetting] = {name: _PAPER_SETTING for name in ("mpl_25m", "mpl_100m", "mpl_400m")}
+
+
+def preset_setting(law: str | Any) -> PresetSetting:
+    """The setting a law preset was fitted in; the paper presets' for a law given as parameters."""
+    return _PRESET_SETTINGS.get(law, _PAPER_SETTING) if isinstance(law, str) else _PAPER_SETTING
+
+
+def preset_peak_lr(law: str | Any) -> float:
+    """The peak LR a law preset was fitted at (`preset_setting(law).peak_lr`)."""
+    return preset_setting(law).peak_lr
 
 
 def list_laws() -> list[str]:

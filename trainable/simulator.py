@@ -48,7 +48,7 @@ import numpy as np
 from search_spaces.base import Schedule
 from search_spaces.errors import ConfigError
 from search_spaces.validation import check_keys
-from trainable.loss_law import MultiPowerLaw, get_law, infer_warmup_steps
+from trainable.loss_law import MultiPowerLaw, get_law, infer_warmup_steps, preset_setting
 from trainable.reporting import Hooks, Report, TrainResult
 
 __all__ = [
@@ -75,12 +75,12 @@ class SimulatorConfig:
     """
 
     law: str | dict[str, float] = "mpl_25m"
-    peak_lr: float = 3e-4
+    peak_lr: float | None = None  # None: the law preset's own peak LR (`trainable.loss_law.preset_peak_lr`)
     total_steps: int = 24_000
     eval_interval: int = 1_000
     tokens_per_step: int = 65_536
-    noise_std: float = 0.0015
-    seed_offset_std: float = 0.001
+    noise_std: float | None = None  # None: the law preset's measured noise (`trainable.loss_law.preset_setting`)
+    seed_offset_std: float | None = None  # None: likewise
     noise_seed: int = 0
     diverge_lr: float | None = None
     step_delay_s: float = 0.0
@@ -99,6 +99,10 @@ class SimulatorConfig:
                 except ValueError:
                     pass  # reported as "expected a finite number" below
         self.law_params()  # a bad law name or parameter fails here, named under `law`
+        setting = preset_setting(self.law)
+        for name in ("peak_lr", "noise_std", "seed_offset_std"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(setting, name))
         _number(self.peak_lr, "peak_lr", positive=True)
         _integer(self.total_steps, "total_steps", 1)
         _integer(self.eval_interval, "eval_interval", 1)
