@@ -68,9 +68,11 @@ class SimulatorConfig:
     """What the simulated world looks like. Validated on construction (`ConfigError` names the field).
 
     `law`: a preset name of `trainable.loss_law` or a mapping of the seven parameters (and optionally
-    ``form``: ``paper``, the default, or ``code``; see `trainable.loss_law.LawForm`). The presets were
-    fitted at peak LR ~3e-4 over ~24k steps (see `trainable.loss_law`); far from that the curves are
-    extrapolations. `bytes_per_token` turns nats/token into bits/byte for `val_bpb` (~4.3 UTF-8 bytes per
+    ``form``: ``paper``, the default, or ``code``; see `trainable.loss_law.LawForm`). The paper presets
+    were fitted at peak LR ~3e-4 over ~24k steps, `proving_ground` at 4e-3 over 1,200 steps of the byte-level
+    proving-ground GPT (set `initial_loss: 5.55`, ln 257, and `bytes_per_token: 1.0` with it); far from
+    those the curves are extrapolations. `peak_lr`, `noise_std` and `seed_offset_std` left out take the
+    preset's own (`trainable.loss_law.preset_setting`). `bytes_per_token` turns nats/token into bits/byte for `val_bpb` (~4.3 UTF-8 bytes per
     GPT-2 token on English web text, an assumption of this simulator).
     """
 

@@ -119,7 +119,7 @@ def test_a_schedule_that_decays_to_zero_stays_finite():
 
 
 def test_presets_and_validation():
-    assert set(list_laws()) == {"mpl_25m", "mpl_100m", "mpl_400m"}
+    assert set(list_laws()) == {"mpl_25m", "mpl_100m", "mpl_400m", "proving_ground"}
     # Bigger models reach lower irreducible loss in the published fits.
     assert get_law("mpl_25m").L0 > get_law("mpl_100m").L0 > get_law("mpl_400m").L0
     with pytest.raises(ConfigError) as err:
