@@ -169,11 +169,16 @@ def null_family(reports: int, n_shapes: int = 30, n_baselines: int = 5, n_seeds:
             "false_calls_per_report": {c: false_calls[c] / reports for c in corrections}}
 
 
+def group_of(name: str) -> str:
+    """The group id in a report's group name, ``<shape in words> (<group id>)``."""
+    return name.rsplit("(", 1)[1].rstrip(")")
+
+
 def mixed_family(reports: int, n_shapes: int = 30, n_true: int = 6, n_baselines: int = 5, n_seeds: int = 5,
                  corrections: Sequence[str] = tuple(CORRECTIONS), first_noise_seed: int = 100_000) -> dict:
     """False discovery rate and power when `n_true` shapes are truly better than every baseline by EFFECT."""
     world = World.build(n_shapes, n_baselines, n_true)
-    true_names = {f"search (s{i})" for i, t in enumerate(world.true_better) if t}
+    true_ids = {f"s{i}" for i, t in enumerate(world.true_better) if t}
     seeds = list(range(n_seeds))
     fdp = {c: 0.0 for c in corrections}
     found = {c: 0 for c in corrections}
@@ -182,7 +187,7 @@ def mixed_family(reports: int, n_shapes: int = 30, n_true: int = 6, n_baselines:
     for r in range(reports):
         groups = sweep_records(world, sim_config(first_noise_seed + r), seeds)
         for c, called in report_verdicts(groups, corrections).items():
-            true_calls = [x for x in called if x.candidate in true_names and x.verdict == "better"]
+            true_calls = [x for x in called if group_of(x.candidate) in true_ids and x.verdict == "better"]
             false = len(called) - len(true_calls)
             fdp[c] += false / max(len(called), 1)
             any_false[c] += false > 0
@@ -222,7 +227,7 @@ def selection(reports: int, n_shapes: int = 30, n_baselines: int = 5, n_seeds: i
         finalist = select_finalists(_sweep_groups(world, records), 1)[0]
         calls = report_verdicts(records, ("none", "holm"))
         for key, corr in (("none (before)", "none"), ("holm (now)", "holm")):
-            in_sweep[key] += any(c.candidate == f"search ({finalist.group_id})" and c.verdict == "better"
+            in_sweep[key] += any(group_of(c.candidate) == finalist.group_id and c.verdict == "better"
                                  for c in calls[corr])
         for name, (reuse, alpha, corr) in variants.items():
             seeds = confirm_seeds(sweep_seeds, confirm_n, reuse_sweep_seeds=reuse)
@@ -256,7 +261,7 @@ def power_vs_planner(reports: int, n_seeds: int = 5, family_shapes: int = 30, fi
         for r in range(reports):
             groups = sweep_records(world, sim_config(first_noise_seed + r), list(range(n_seeds)))
             rows = compare_with_baselines(groups, ALPHA, correction="holm", total_steps=T)
-            found += any(c.candidate == "search (s0)" and c.verdict == "better" for c in _calls(rows))
+            found += any(group_of(c.candidate) == "s0" and c.verdict == "better" for c in _calls(rows))
         level = family_alpha(ALPHA, shapes, "holm")
         out[f"family of {shapes}"] = {**rate(found, reports), "planner": paired_power(n_seeds, EFFECT, PAIRED_STD, level),
                                       "per_comparison_alpha": level}
