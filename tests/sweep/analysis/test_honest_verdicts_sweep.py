@@ -90,7 +90,8 @@ def test_null_shapes_get_no_verdict_the_true_gap_is_found_and_baselines_always_f
 
     out = cli("report", "honest", "--storage", str(storage), env=env, cwd=tmp_path).stdout
     rows = table(out, "Paired differences")
-    shape_rows = [r for r in rows if r[0].startswith("search")]
+    # Searched shapes are named in words ("wsd: warmup 2% lin, lin -> 1e-07 (id)"), baselines by their preset.
+    shape_rows = [r for r in rows if r[0].startswith("wsd: ")]
     assert shape_rows and not [r for r in rows if r[1].startswith("baseline")]  # no "baseline pruned" row
     for r in shape_rows:
         if r[1].startswith("linear_to_zero"):  # the null: no shape truly differs from linear_to_zero
