@@ -133,16 +133,17 @@ def verdict_lines(rows: Sequence[ComparisonRow], alpha: float, correction: str) 
     m = tested[0].family_size if tested else 0
     lines = [f"Verdicts (shape minus baseline, final val_loss; paired t over the same seeds, {correction} over "
              f"{m} comparisons, alpha {alpha:g}; lower is better):"]
-    called = [r for r in rows if r.comparison is not None and r.comparison.verdict in CALLED]
-    for row in called:
-        c = row.comparison
-        lines.append(f"  {row.candidate.name} vs {row.baseline.name}: {_f(c.mean_diff, signed=True)} "
-                     f"{_ci(c.ci_low, c.ci_high, signed=True)} ({_level(c.confidence)}, n={c.n}), "
-                     f"adjusted p {_p(c.adjusted_pvalue)}: {c.verdict.upper()}")
+    called = 0
     rest: dict[str, int] = {}
     for row in rows:
-        if row not in called:
-            key = "not compared" if row.comparison is None else row.comparison.verdict
+        c = row.comparison
+        if c is not None and c.verdict in CALLED:
+            called += 1
+            lines.append(f"  {row.candidate.name} vs {row.baseline.name}: {_f(c.mean_diff, signed=True)} "
+                         f"{_ci(c.ci_low, c.ci_high, signed=True)} ({_level(c.confidence)}, n={c.n}), "
+                         f"adjusted p {_p(c.adjusted_pvalue)}: {c.verdict.upper()}")
+        else:
+            key = "not compared" if c is None else c.verdict
             rest[key] = rest.get(key, 0) + 1
     if not rows:
         lines.append("  no shape to compare with a baseline")
@@ -209,15 +210,12 @@ def write_plots(record: SweepRecord, ranked: Sequence[RankedGroup], unranked: Se
     return written
 
 
-def render_markdown(record: SweepRecord, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
-                    plots: dict[str, Path] | None = None, correction: str = DEFAULT_CORRECTION,
-                    resolution_step: float | None = None) -> str:
-    """The whole report as Markdown (plots referenced by file name, next to report.md). `resolution_step`:
-    the metric's rounding step when known (a script's `metric_precision`), else inferred from the values."""
+def render_markdown(record: SweepRecord, rows: Sequence[ComparisonRow], warnings: dict[str, str],
+                    alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER,
+                    plots: dict[str, Path] | None = None, correction: str = DEFAULT_CORRECTION) -> str:
+    """The whole report as Markdown (plots referenced by file name, next to report.md), from the record, its
+    paired comparisons (`compare_with_baselines`) and the input warnings (`input_warnings`)."""
     ranked, unranked = rank_groups(record.groups)
-    warnings = input_warnings(record.groups, record.total_steps)
-    rows = compare_with_baselines(record.groups, alpha, correction=correction, resolution=resolution_step,
-                                  total_steps=record.total_steps, warnings=warnings)
     res = resolution(rows, alpha, power)
     loc = record.location
     counts: dict[str, int] = {}
@@ -285,10 +283,12 @@ def build_report(name: str, storage_path: str | None = None, tracking_uri: str |
     folder.mkdir(parents=True, exist_ok=True)
     ranked, unranked = rank_groups(record.groups)
     plots = write_plots(record, ranked, unranked, folder)
-    markdown = render_markdown(record, alpha, power, plots, correction, step)
+    # The comparisons once, for the Markdown and for the verdict lines. `step`: the metric's rounding step
+    # when known (a script's `metric_precision`), else inferred from the values.
+    warnings = input_warnings(record.groups, record.total_steps)
     rows = compare_with_baselines(record.groups, alpha, correction=correction, resolution=step,
-                                  total_steps=record.total_steps,
-                                  warnings=input_warnings(record.groups, record.total_steps))
+                                  total_steps=record.total_steps, warnings=warnings)
+    markdown = render_markdown(record, rows, warnings, alpha, power, plots, correction)
     report_path = folder / REPORT_FILE
     # Write then rename: a reader (or the MLflow upload) never sees half a report.
     with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".report.", suffix=".md", delete=False) as tmp:
