@@ -54,7 +54,6 @@ __all__ = [
     "LawForm",
     "PRESET_PEAK_LR",
     "PresetSetting",
-    "preset_peak_lr",
     "preset_setting",
     "MultiPowerLaw",
     "fit",
@@ -219,11 +218,6 @@ _PRESET_SETTINGS["proving_ground"] = PresetSetting(peak_lr=4e-3, noise_std=0.008
 def preset_setting(law: str | Any) -> PresetSetting:
     """The setting a law preset was fitted in; the paper presets' for a law given as parameters."""
     return _PRESET_SETTINGS.get(law, _PAPER_SETTING) if isinstance(law, str) else _PAPER_SETTING
-
-
-def preset_peak_lr(law: str | Any) -> float:
-    """The peak LR a law preset was fitted at (`preset_setting(law).peak_lr`)."""
-    return preset_setting(law).peak_lr
 
 
 def list_laws() -> list[str]:

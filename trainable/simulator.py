@@ -77,7 +77,7 @@ class SimulatorConfig:
     """
 
     law: str | dict[str, float] = "mpl_25m"
-    peak_lr: float | None = None  # None: the law preset's own peak LR (`trainable.loss_law.preset_peak_lr`)
+    peak_lr: float | None = None  # None: the law preset's own (`trainable.loss_law.preset_setting`)
     total_steps: int = 24_000
     eval_interval: int = 1_000
     tokens_per_step: int = 65_536

@@ -19,7 +19,6 @@ from search_spaces.errors import ConfigError
 from search_spaces.validation import check_section
 from sweep.config.script import ScriptSection
 from trainable.config import TrainConfig
-from trainable.loss_law import preset_peak_lr
 
 # Keys of the trainer section that the sweep sets itself for every seed run.
 SWEEP_OWNED_TRAINER_KEYS = ("schedule", "seed", "data_seed")
@@ -166,9 +165,12 @@ class SimulatorBackend(Backend):
 
     @staticmethod
     def horizon_and_peak_lr(section: Mapping[str, Any], schedule: Mapping[str, Any], workers: int) -> tuple[int, float]:
-        peak = section.get("peak_lr")
-        return int(section.get("total_steps", 24_000)), float(peak if peak is not None else
-                                                              preset_peak_lr(section.get("law", "mpl_25m")))
+        # Through the config itself, as the trainer backend does: its defaults (a law preset's own peak LR)
+        # live in one place.
+        from trainable.simulator import SimulatorConfig
+
+        cfg = SimulatorConfig.from_dict(dict(section))
+        return int(cfg.total_steps), float(cfg.peak_lr)
 
 
 @dataclass(frozen=True)
