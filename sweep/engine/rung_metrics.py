@@ -70,10 +70,12 @@ def predict_seed_final(steps: Sequence[int], losses: Sequence[float], lrs: np.nd
     """One seed's final loss predicted from its (step, val loss) points so far and its whole LR sequence.
 
     The prior is the paper's 100M fit moved to this run's peak LR (`trainable.loss_law`); at most
-    `MAX_FIT_POINTS` points, evenly thinned, the last one always kept. NaN when there are fewer than
-    `MIN_FIT_POINTS` usable points or the fit fails.
+    `MAX_FIT_POINTS` points, evenly thinned, the last one always kept; points at step 0 are not used. NaN
+    when there are fewer than `MIN_FIT_POINTS` usable points or the fit fails.
     """
-    pts = [(int(s), float(v)) for s, v in zip(steps, losses) if math.isfinite(float(v))]
+    # Step 0 (an eval before any update, as nanoGPT does) is the untrained loss: no LR has acted on it, and the
+    # law counts steps from 1. It is left out of the fit, not fatal.
+    pts = [(int(s), float(v)) for s, v in zip(steps, losses) if int(s) >= 1 and math.isfinite(float(v))]
     if len(pts) < MIN_FIT_POINTS:
         return math.nan
     if len(pts) > MAX_FIT_POINTS:

@@ -234,6 +234,19 @@ def test_prediction_from_a_partial_noisy_curve_closes_in_on_the_final_loss() -> 
     assert math.isnan(predict_seed_final([50, 100, 150], [9.0, 8.0, 7.5], lrs))  # too few points
 
 
+def test_a_step_0_report_is_left_out_of_the_fit_not_fatal() -> None:
+    """nanoGPT evaluates before its first update: the curve starts at step 0 with the untrained loss. The
+    prediction ignores that point and equals the one made without it (before, the fit raised on step 0 and
+    `rung_loss` became NaN, so ASHA let every group through)."""
+    cfg = SimulatorConfig(total_steps=2000, eval_interval=50, noise_std=0.0, seed_offset_std=0.0)
+    lrs = cfg.peak_lr * schedule_from_dict({"preset": "wsd_sqrt"}).multipliers(cfg.total_steps)
+    points = [(r.step, r.metrics["val_loss"]) for r in iter_reports(cfg, schedule_from_dict({"preset": "wsd_sqrt"}), 0)
+              if r.step <= 1000]
+    without = predict_seed_final([p[0] for p in points], [p[1] for p in points], lrs)
+    with_zero = predict_seed_final([0] + [p[0] for p in points], [10.9] + [p[1] for p in points], lrs)
+    assert math.isfinite(without) and with_zero == without
+
+
 # ---------------------------------------------------------------------------------------------------------
 def test_trial_configs_give_lrs_and_the_trainer_its_probes(tmp_path: Path) -> None:
     import sys
