@@ -17,6 +17,13 @@
   (same files the script reported), else None.
 * `should_stop()`: True once the sweep has stopped the run (ASHA); the launcher also terminates the script.
 * `seed(default)`: the seed of this run of the group (use it if the script does not take `{seed}` in args).
+* `device(default)` / `dist_backend(default)`: in a sweep, the torch device of this rank ("cuda:<local rank>"
+  on a GPU worker, "cpu" on a CPU one) and the process-group backend that works there ("nccl" or "gloo");
+  alone, `default`. A script written for GPUs (nanoGPT's `device = f"cuda:{local_rank}"`) runs on a CPU host
+  by taking its device and backend from here.
+
+Each report also says whether this process read the seed (`seed()`, or `{seed}` in the sweep's args) and
+the schedule (`lr_multiplier...`): a group whose script ignored either gets a warning and no verdict.
 
 Outside a sweep the script still runs alone: the shape comes from `$SCHEDSWEEP_SCHEDULE` or the command-line
 flag `--lr-schedule NAME_OR_JSON` (a preset name such as `wsd_sqrt`, or the JSON of a schedule mapping such
@@ -38,8 +45,8 @@ from typing import Any
 
 from trainable.external import channel
 
-__all__ = ["in_sweep", "lr_multiplier", "lr_multiplier_at_fraction", "report", "resume_checkpoint", "seed",
-           "should_stop", "horizon_steps"]
+__all__ = ["device", "dist_backend", "in_sweep", "lr_multiplier", "lr_multiplier_at_fraction", "report",
+           "resume_checkpoint", "seed", "should_stop", "horizon_steps"]
 
 CLI_FLAG = "--lr-schedule"
 # A fine grid for budget fractions: positions 0, 1/N, ..., 1 of the shape.
@@ -67,6 +74,7 @@ _schedule: Any = None
 _schedule_spec: str | None = None
 _last_multiplier: float | None = None
 _warned_horizon = False
+_seed_read = False  # seed() was called in this process
 _sent = 0  # reports written by this process
 # How long `report` waits for the launcher to relay a report; past it the script goes on (never hangs on us).
 _RELAY_WAIT_S = float(os.environ.get("SCHEDSWEEP_RELAY_WAIT_S", "600"))
@@ -130,8 +138,20 @@ def lr_multiplier_at_fraction(frac: float) -> float:
 
 def seed(default: int = 0) -> int:
     """The seed the sweep gave this run, else `default`."""
+    global _seed_read
+    _seed_read = True
     value = os.environ.get(channel.ENV_SEED)
     return int(value) if value not in (None, "") else int(default)
+
+
+def device(default: str = "cpu") -> str:
+    """This rank's torch device in a sweep ("cuda:<local rank>" or "cpu"), else `default`."""
+    return os.environ.get(channel.ENV_DEVICE) or default
+
+
+def dist_backend(default: str = "nccl") -> str:
+    """The torch.distributed backend for this sweep's workers ("nccl" on GPUs, "gloo" on CPUs), else `default`."""
+    return os.environ.get(channel.ENV_DIST_BACKEND) or default
 
 
 def _rank() -> int:
@@ -168,6 +188,8 @@ def report(step: int, *, val_loss: float, train_loss: float | None = None, val_b
         record["tokens"] = int(tokens)
     if _last_multiplier is not None and "lr_multiplier" not in record:
         record["lr_multiplier"] = _last_multiplier
+    record[channel.SEED_READ] = 1.0 if _seed_read else 0.0
+    record[channel.SCHEDULE_READ] = 1.0 if _last_multiplier is not None else 0.0
     if checkpoint is not None:
         record["checkpoint"] = _snapshot(Path(checkpoint), int(step))
     channel.write_record(path, record)

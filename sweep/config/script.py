@@ -33,7 +33,12 @@ METRIC_GROUPS = ("step", "val_loss", "train_loss", "val_bpb", "tokens")
 _REQUIRED_GROUPS = ("step", "val_loss")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The launcher sets these for the script; a config that sets them would break DDP.
-_RESERVED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_RESERVED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+                 "SCHEDSWEEP_SCHEDULE", "SCHEDSWEEP_HORIZON_STEPS", "SCHEDSWEEP_SEED", "SCHEDSWEEP_DEVICE",
+                 "SCHEDSWEEP_DIST_BACKEND", "SCHEDSWEEP_REPORT_FILE", "SCHEDSWEEP_STAGE_DIR", "SCHEDSWEEP_RESUME_DIR",
+                 "SCHEDSWEEP_STOP_FILE")
+# Checkpoints a seed run keeps by default: the latest (what a resume starts from) and the one before it.
+DEFAULT_KEEP_CHECKPOINTS = 2
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,12 @@ class ScriptSection:
     metrics_regex: str | None = None
     timeout_s: float | None = 600.0
     metric_precision: float | None = None
+    keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS
 
     @staticmethod
     def parse(d: Any, path: str = "script") -> "ScriptSection":
-        d = check_keys(d, {"path", "horizon_steps", "args", "env", "metrics_regex", "timeout_s", "metric_precision"}, path)
+        d = check_keys(d, {"path", "horizon_steps", "args", "env", "metrics_regex", "timeout_s", "metric_precision",
+                           "keep_checkpoints"}, path)
         script = d.get("path")
         if not isinstance(script, str) or not script.strip():
             raise ConfigError(f"{path}.path", f"expected the path of a Python training script, got {script!r}")
@@ -70,7 +77,7 @@ class ScriptSection:
             if not isinstance(key, str) or not _ENV_NAME.match(key):
                 raise ConfigError(f"{path}.env", f"{key!r} is not an environment variable name")
             if key in _RESERVED_ENV:
-                raise ConfigError(f"{path}.env.{key}", "is set by the launcher (torchrun environment)")
+                raise ConfigError(f"{path}.env.{key}", "is set by the launcher (the torchrun environment and the hook's)")
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ConfigError(f"{path}.env.{key}", f"expected a string or number, got {value!r}")
         regex = d.get("metrics_regex")
@@ -88,16 +95,18 @@ class ScriptSection:
                 raise ConfigError(f"{path}.metric_precision",
                                   f"expected the step of the printed metric in (0, 1) (e.g. 0.001) or null, got {precision!r}")
             precision = float(precision)
+        keep = check_int(d.get("keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS), f"{path}.keep_checkpoints", 1)
         return ScriptSection(
             path=str(resolved), horizon_steps=horizon, args=tuple(str(a) for a in args),
             env={k: str(v) for k, v in env.items()}, metrics_regex=regex, timeout_s=timeout,
-            metric_precision=precision,
+            metric_precision=precision, keep_checkpoints=keep,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "horizon_steps": self.horizon_steps, "args": list(self.args), "env": dict(self.env),
             "metrics_regex": self.metrics_regex, "timeout_s": self.timeout_s, "metric_precision": self.metric_precision,
+            "keep_checkpoints": self.keep_checkpoints,
         }
 
 

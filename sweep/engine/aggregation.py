@@ -26,7 +26,7 @@ RUNNING, FINISHED, DIVERGED = GroupStatus.RUNNING.value, GroupStatus.FINISHED.va
 
 _MEAN_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "lr_multiplier")
 _PER_SEED_KEYS = ("val_loss", "val_bpb", "train_loss", "lr", "tokens_per_s", "mfu", "step", "status",
-                  "val_loss_cooldown", "probe_steps_run")
+                  "val_loss_cooldown", "probe_steps_run", "seed_read", "schedule_read")
 
 
 def train_run_name(trial_id: str, seed: int | str) -> str:

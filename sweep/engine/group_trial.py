@@ -33,6 +33,7 @@ from ray.train.v2.api.callback import UserCallback
 from ray.tune import Callback
 from ray.util.queue import Empty, Queue
 
+from sweep.config.script import DEFAULT_KEEP_CHECKPOINTS
 from sweep.core import storage
 from sweep.core.trial_spec import TrialSpec
 from sweep.engine.aggregation import GroupAggregator, train_run_name
@@ -147,8 +148,19 @@ def build_seed_trainer(spec: TrialSpec, trial_id: str, seed: int, queue: Queue,
             callbacks=[SeedReportCallback(queue, seed)],
             # A dead worker (killed, out of memory, a lost node) restarts the seed run from its last checkpoint.
             failure_config=ray.train.FailureConfig(max_failures=res.max_failures),
+            # A script may report a checkpoint at every eval; a resume needs only the latest. Ray deletes the
+            # older ones past `script.keep_checkpoints` (a 137 MB sweep folder for 24 tiny runs without).
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=_kept_checkpoints(spec)),
         ),
     )
+
+
+def _kept_checkpoints(spec: TrialSpec) -> int | None:
+    """How many checkpoints a seed run keeps: `script.keep_checkpoints` for a script (2 for a sweep saved before
+    the setting existed), all for the built-in trainer (its checkpoints feed the confirmation's lm-eval)."""
+    if spec.script is None:
+        return None
+    return int(spec.script.get("keep_checkpoints") or DEFAULT_KEEP_CHECKPOINTS)
 
 
 def emitted_path(spec: TrialSpec, trial_id: str) -> str:

@@ -26,7 +26,8 @@ KIND_SWEEP, KIND_GROUP, KIND_SEED = "sweep", "group", "seed"
 # "custom_model_development" opens the runs table, where a sweep's groups and seeds are.
 TAG_EXPERIMENT_KIND, TRAINING_EXPERIMENT = "mlflow.experimentKind", "custom_model_development"
 
-SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu", "val_loss_cooldown", "probe_steps_run")
+SEED_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu", "val_loss_cooldown", "probe_steps_run",
+                "seed_read", "schedule_read")
 GROUP_METRICS = ("train_loss", "val_loss", "val_bpb", "lr", "lr_multiplier", "tokens_per_s", "mfu", "tokens",
                  "rung_loss")
 

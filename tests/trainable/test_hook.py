@@ -96,6 +96,26 @@ def test_report_on_rank_0_snapshots_the_checkpoint(sweep_env: Path, monkeypatch:
         hook.report(step=1, val_loss="low")
 
 
+def test_reports_say_whether_the_seed_and_the_schedule_were_read(tmp_path: Path) -> None:
+    # A fresh process per case: what was read is the process's own history.
+    env = {channel.ENV_SCHEDULE: "wsd_sqrt", channel.ENV_HORIZON: "10", channel.ENV_SEED: "3", "RANK": "0",
+           channel.ENV_REPORT_FILE: str(tmp_path / "r.jsonl"), "SCHEDSWEEP_RELAY_WAIT_S": "0"}
+    for code in ("hook.report(step=5, val_loss=1.0)",
+                 "hook.seed(1337); hook.report(step=5, val_loss=1.0)",
+                 "hook.seed(1337); hook.lr_multiplier(4); hook.report(step=5, val_loss=1.0)"):
+        proc = run_py("from trainable import hook; " + code, env=env)
+        assert proc.returncode == 0, proc.stderr
+    records = channel.ReportReader(tmp_path / "r.jsonl").read_new()
+    assert [(r[channel.SEED_READ], r[channel.SCHEDULE_READ]) for r in records] == [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]
+
+
+def test_device_and_backend_come_from_the_sweep_else_the_scripts_own() -> None:
+    code = "from trainable import hook; print(hook.device('cuda:1'), hook.dist_backend('nccl'))"
+    assert run_py(code).stdout.split() == ["cuda:1", "nccl"]  # alone: what the script asked for
+    env = {channel.ENV_DEVICE: "cpu", channel.ENV_DIST_BACKEND: "gloo"}
+    assert run_py(code, env=env).stdout.split() == ["cpu", "gloo"]  # a CPU worker of a sweep
+
+
 def test_report_returns_once_the_launcher_has_relayed_it(sweep_env: Path) -> None:
     path = sweep_env / "reports.jsonl"
     channel.write_ack(path, hook._sent)  # everything before this report was relayed, this one not yet

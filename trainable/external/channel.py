@@ -23,6 +23,12 @@ ENV_STAGE_DIR = "SCHEDSWEEP_STAGE_DIR"  # rank 0 only: where the hook snapshots 
 ENV_RESUME_DIR = "SCHEDSWEEP_RESUME_DIR"  # the checkpoint folder to resume from, on every rank
 ENV_STOP_FILE = "SCHEDSWEEP_STOP_FILE"  # exists once the sweep wants the run to end
 ENV_SEED = "SCHEDSWEEP_SEED"  # the seed of this run of the group
+ENV_DEVICE = "SCHEDSWEEP_DEVICE"  # this rank's torch device: "cuda:<local rank>" on a GPU worker, else "cpu"
+ENV_DIST_BACKEND = "SCHEDSWEEP_DIST_BACKEND"  # the process-group backend that works there: "nccl" or "gloo"
+
+# Keys the hook adds to every report: whether this process read the seed and the schedule through the hook
+# (1.0 or 0.0). The sweep warns, and its report makes no verdict, when a script never did.
+SEED_READ, SCHEDULE_READ = "seed_read", "schedule_read"
 
 
 def ack_path(report_file: str | Path) -> Path:

@@ -4,10 +4,14 @@
 
 1. agrees on a rendezvous for the script (rank 0 picks a free port on its node and tells the others
    through the process group Ray Train already set up: a port of the script's own, not Ray's);
-2. starts `python SCRIPT ARGS` with RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
-   MASTER_PORT, `script.env` and the hook's variables (`trainable.external.channel`); `{seed}`, `{horizon_steps}` and
-   `{run_dir}` (a node-local folder of this seed run, e.g. for `--out-dir {run_dir}/out`) in args and env
-   are replaced by their values;
+2. starts `python SCRIPT ARGS` with `script.env` and the hook's variables (`trainable.external.channel`),
+   among them this rank's device and the process-group backend that works on it (SCHEDSWEEP_DEVICE,
+   SCHEDSWEEP_DIST_BACKEND: "cuda:<local rank>" and nccl on a GPU worker, "cpu" and gloo on a CPU one). With
+   two or more workers also RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR and
+   MASTER_PORT, as torchrun sets them; with one worker none of these, as for `python SCRIPT` (scripts such as
+   nanoGPT take their DDP branch whenever RANK is set, and that branch assumes CUDA). `{seed}`,
+   `{horizon_steps}` and `{run_dir}` (a node-local folder of this seed run, e.g. for `--out-dir {run_dir}/out`)
+   in args and env are replaced by their values;
 3. polls every `_POLL_S`: rank 0 drains the script's reports (the hook's JSON-lines file, or stdout lines
    matched by `metrics_regex`) and reads the group's StopSignal; then every rank shares its state with
    `all_gather_object`, so all ranks see the same reports and decide the same thing. Each rank then calls
@@ -20,8 +24,9 @@ terminate the scripts and raise `ScriptError` naming the script, the rank and th
 
 Resume: every rank first says again the reports saved in the run's latest checkpoint (the run's report
 history, `trainable.report_history`, which rank 0 adds to every checkpoint), then the checkpoint (what the
-script reported) is handed to the script as `SCHEDSWEEP_RESUME_DIR`; a run restored after its final report
-only says its reports again.
+script reported) is handed to the script as `SCHEDSWEEP_RESUME_DIR`; reports the resumed script makes again at
+or before the checkpoint's step are dropped; a run restored after its final report only says its reports
+again.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from trainable.run_control import RunStopped, run_scratch_dir, stop_requested
 _POLL_S = 0.5
 _DONE_GRACE_S = 30.0  # after the final report, how long a script may take to exit on its own
 _TAIL_IN_ERROR = 20
+# What torchrun sets: only a run of two or more workers sees them (Ray's own, if any, never leak through).
+_TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 class ScriptError(RuntimeError):
@@ -126,8 +133,9 @@ def final_status(metrics: dict[str, Any], horizon: int) -> str | None:
 class _Relay:
     """Rank 0's side: turns raw script records into the metrics every rank reports."""
 
-    def __init__(self, horizon: int, resumed: dict[str, Any] | None):
+    def __init__(self, horizon: int, resumed: dict[str, Any] | None, seed_in_args: bool):
         self.horizon = horizon
+        self.seed_in_args = seed_in_args  # `{seed}` in script.args or env: the seed reaches the script anyway
         self.started = time.time()
         self.prev_tokens: tuple[int, float] | None = (int(resumed.get("tokens", 0)), self.started) if resumed else None
 
@@ -135,6 +143,8 @@ class _Relay:
         m = {k: v for k, v in record.items() if k not in ("checkpoint", "time")}
         now = float(record.get("time", time.time()))
         m["step"] = int(m["step"])
+        if self.seed_in_args:
+            m[channel.SEED_READ] = 1.0
         m.setdefault("elapsed_s", now - self.started)
         if "tokens" in m and "tokens_per_s" not in m:
             prev_tokens, prev_t = self.prev_tokens or (0, self.started)
@@ -185,6 +195,22 @@ def _object_group(world: int) -> Any:
     return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
 
+def _device() -> str:
+    """This worker's torch device: its GPU ("cuda:N" as Ray Train numbers it among the GPUs it shows this
+    worker) or "cpu"."""
+    if not ray.get_gpu_ids():
+        return "cpu"
+    from ray.train.torch import get_device
+
+    return str(get_device())
+
+
+def _seed_in_args(spec: dict[str, Any]) -> bool:
+    """Whether `{seed}` is filled into the script's args or env (the seed then reaches it without the hook)."""
+    texts = [*(spec.get("args") or []), *(spec.get("env") or {}).values()]
+    return any("{seed}" in str(t) for t in texts)
+
+
 def script_worker(config: dict[str, Any]) -> None:
     """Ray Train `train_loop_per_worker` for the `script` backend (see the module docstring).
 
@@ -224,19 +250,22 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
     stop_file.unlink(missing_ok=True)
     values = {"seed": int(config["seed"]), "horizon_steps": horizon, "run_dir": str(run_dir / "files")}
 
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_VARS}
     env.setdefault("PYTHONUNBUFFERED", "1")  # line by line through the pipe: reports, regex lines, timeouts
     env.update({k: _fill(v, values) for k, v in (spec.get("env") or {}).items()})
-    master = None
-    if rank == 0:
-        host = ray.util.get_node_ip_address()
-        master = (host, _free_port(host))
-    host, port = _broadcast(master, world, group)
-    env.update(RANK=str(rank), LOCAL_RANK=str(ctx.get_local_rank()), WORLD_SIZE=str(world),
-               LOCAL_WORLD_SIZE=str(ctx.get_local_world_size()), GROUP_RANK=str(ctx.get_node_rank()),
-               MASTER_ADDR=str(host), MASTER_PORT=str(port))
+    if world > 1:
+        master = None
+        if rank == 0:
+            host = ray.util.get_node_ip_address()
+            master = (host, _free_port(host))
+        host, port = _broadcast(master, world, group)
+        env.update(RANK=str(rank), LOCAL_RANK=str(ctx.get_local_rank()), WORLD_SIZE=str(world),
+                   LOCAL_WORLD_SIZE=str(ctx.get_local_world_size()), GROUP_RANK=str(ctx.get_node_rank()),
+                   MASTER_ADDR=str(host), MASTER_PORT=str(port))
+    device = _device()
     env.update({channel.ENV_SCHEDULE: json.dumps(config["schedule"]), channel.ENV_HORIZON: str(horizon),
-                channel.ENV_SEED: str(values["seed"]), channel.ENV_STOP_FILE: str(stop_file)})
+                channel.ENV_SEED: str(values["seed"]), channel.ENV_STOP_FILE: str(stop_file),
+                channel.ENV_DEVICE: device, channel.ENV_DIST_BACKEND: "nccl" if device.startswith("cuda") else "gloo"})
     if resume_dir is not None:
         env[channel.ENV_RESUME_DIR] = str(resume_dir)
 
@@ -266,15 +295,43 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
     proc = ScriptProcess(argv, env, str(Path(spec["path"]).parent), run_dir / f"rank{rank}.log", on_stdout)
     try:
         _watch(proc, spec, rank, world, group, horizon, config.get("stop_signal"), reader, printed,
-               _Relay(horizon, history.last) if rank == 0 else None, stop_file, history)
+               _Relay(horizon, history.last, _seed_in_args(spec)) if rank == 0 else None, stop_file, history)
+    except RunStopped:
+        proc.terminate()
+        _clean_scratch(run_dir, rank, ctx.get_local_rank())
+        raise
     finally:
         proc.terminate()
+    _clean_scratch(run_dir, rank, ctx.get_local_rank())
+
+
+def _clean_scratch(run_dir: Path, rank: int, local_rank: int) -> None:
+    """Remove this rank's part of the run's scratch folder once the run ended as it should (finished, diverged
+    or stopped): the script's files (`{run_dir}`), staged checkpoints, reports and logs. Everything the sweep
+    keeps is in the run's Ray Train checkpoints by now. A failed run keeps its folder: the error names its logs."""
+    for name in (f"rank{rank}.log", f"rank{rank}.stop"):
+        (run_dir / name).unlink(missing_ok=True)
+    if local_rank == 0:
+        # The script's own folder is one per node, shared by its ranks, whose scripts have ended or are ending
+        # (every rank saw the same last report): removing it under a late writer is harmless, an error is ignored.
+        shutil.rmtree(run_dir / "files", ignore_errors=True)
+    if rank == 0:  # only rank 0 takes reports and stages checkpoints
+        shutil.rmtree(run_dir / "stage", ignore_errors=True)
+        for name in ("reports.jsonl", "reports.jsonl.ack"):
+            (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()  # once every rank on this node has taken its part away
+    except OSError:
+        pass
 
 
 def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, group: Any, horizon: int,
            stop_signal: Any, reader: channel.ReportReader | None, printed: "queue.Queue[dict[str, Any]]",
            relay: _Relay | None, stop_file: Path, history: ReportHistory) -> None:
     reported, received, last_step, done_status = 0, 0, None, None
+    # A resumed script may report its checkpoint's step again (nanoGPT evaluates at every eval step it starts
+    # on): the sweep already has every report up to there, said again from the history.
+    resumed_step = int(history.last["step"]) if history.last is not None else -1
     while True:
         code = proc.exit_code()  # before draining: once it has ended, every report is already there
         state: dict[str, Any] = {"exit_code": code, "idle_s": proc.idle_s(), "tail": proc.last_lines(),
@@ -293,6 +350,8 @@ def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, gro
         for metrics, ckpt in states[0]["reports"]:
             if done_status is not None:
                 break  # nothing after the last report reaches the sweep
+            if metrics["step"] <= resumed_step:
+                continue
             history.add(metrics)
             _report(metrics, ckpt if rank == 0 else None, history)
             reported, last_step = reported + 1, metrics["step"]

@@ -282,3 +282,14 @@ def test_preset_sources_name_the_seed_not_a_path_on_some_machine(capsys) -> None
     sources = [line for line in capsys.readouterr().out.splitlines() if "source:" in line]
     assert any("seed 000" in line for line in sources)
     assert not any(line.split("source:", 1)[1].strip().startswith(("/", "~", ".")) for line in sources), sources
+
+
+def test_script_keep_checkpoints_and_the_launchers_own_variables_are_checked(tmp_path: Path, capsys) -> None:
+    write(tmp_path / "train.py", "print('hi')\n")
+    base = {**{k: v for k, v in VALID.items() if k != "simulator"},
+            "script": {"path": "train.py", "horizon_steps": 10}}
+    write(tmp_path / "keep.yaml", yaml.safe_dump({**base, "script": {**base["script"], "keep_checkpoints": 0}}))
+    assert "must be >= 1" in refused(tmp_path, capsys, ["run", "keep.yaml"], "script.keep_checkpoints")
+    write(tmp_path / "env.yaml", yaml.safe_dump({**base, "script": {**base["script"],
+                                                                    "env": {"SCHEDSWEEP_DEVICE": "cuda:3"}}}))
+    assert "set by the launcher" in refused(tmp_path, capsys, ["run", "env.yaml"], "script.env.SCHEDSWEEP_DEVICE")

@@ -34,8 +34,9 @@ if case == "stop":
     child = subprocess.Popen(["sleep", "600"])
     Path(os.environ["PIDS"]).joinpath(f"rank{rank}").write_text(f"{os.getpid()} {child.pid}")
     while True:
-        print("training ...", flush=True)
-        time.sleep(0.3)
+        print("training ...", flush=True)  # a print-only script: nothing holds it at a report
+        Path(os.environ["PIDS"]).joinpath(f"beat{rank}").write_text(repr(time.time()))
+        time.sleep(0.1)
 if rank != 0:
     sys.exit(0)
 resume = hook.resume_checkpoint()
@@ -92,10 +93,13 @@ def set_when_started():
     # Stop only once both ranks' scripts have written their pids: the test then checks that they were killed.
     while not all((tmp / f"rank{r}").exists() for r in (0, 1)):
         time.sleep(0.2)
+    stop_at.append(time.time())
     ray.get(stop.set.remote())
 
+stop_at = []
 threading.Thread(target=set_when_started, daemon=True).start()
 out["stop"] = fit("stop", "stop", stop=stop)
+out["stop_at"] = stop_at[0]
 print("RESULT " + json.dumps(out))
 '''
 
@@ -147,3 +151,11 @@ def test_resume_from_hook_checkpoint_repeat_final_and_stop(tmp_path: Path) -> No
     for rank in (0, 1):
         pid, child = map(int, (tmp_path / f"rank{rank}").read_text().split())
         assert not alive(pid) and not alive(child), (rank, pid, child)
+        # Terminated within about a second of the stop (the launcher polls every 0.5 s), not at its next eval
+        # or whenever: a script that only prints is never held at a report.
+        trained_on = float((tmp_path / f"beat{rank}").read_text()) - out["stop_at"]
+        assert trained_on < 2.0, (rank, trained_on)
+    # A run that ended as it should (finished after its restart, or stopped) leaves no scratch behind: the
+    # script's files, staged checkpoints, reports and logs were removed on every rank.
+    assert not (tmp_path / "scratch" / "resume").exists(), sorted((tmp_path / "scratch").rglob("*"))
+    assert not (tmp_path / "scratch" / "stop").exists(), sorted((tmp_path / "scratch").rglob("*"))

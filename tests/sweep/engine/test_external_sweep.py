@@ -104,7 +104,9 @@ def test_example_script_sweep_looks_like_the_built_in_trainers(tmp_path: Path) -
     client = MlflowClient(f"sqlite:///{sweep_dir}/mlflow.db")
     by_id = {t["id"]: t for t in trials}
     # Cooldown-probe metrics appear only with rung_metric cooldown, which a script cannot do.
-    builtin_seed_keys = set(SEED_METRICS) - GPU_ONLY - {"val_loss_cooldown", "probe_steps_run"}
+    # A script's reports also say whether it read the seed and the schedule through the hook.
+    hook_keys = {"seed_read", "schedule_read"}
+    builtin_seed_keys = set(SEED_METRICS) - GPU_ONLY - {"val_loss_cooldown", "probe_steps_run"} - hook_keys
     builtin_group_step_keys = set(GROUP_METRICS) - GPU_ONLY
     for group in kinds["group"]:
         t = by_id[group.data.tags[TAG_GROUP]]
@@ -116,7 +118,8 @@ def test_example_script_sweep_looks_like_the_built_in_trainers(tmp_path: Path) -
         assert builtin_group_step_keys <= keys and "final_val_loss_mean" in keys and "final_val_bpb_mean" in keys
         assert keys - builtin_group_step_keys == {k for k in keys if k.startswith("final_")}
     for run in kinds["seed"]:
-        assert set(run.data.metrics) == builtin_seed_keys, sorted(run.data.metrics)
+        assert set(run.data.metrics) == builtin_seed_keys | hook_keys, sorted(run.data.metrics)
+        assert run.data.metrics["seed_read"] == 1.0 and run.data.metrics["schedule_read"] == 1.0
         group_params = next(g for g in kinds["group"] if g.data.tags[TAG_GROUP] == run.data.tags[TAG_GROUP]).data.params
         shared = set(group_params) & set(run.data.params)
         assert {"seed", "group_id", "baseline"} <= set(run.data.params) and {"group_id", "baseline"} <= shared
