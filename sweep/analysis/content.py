@@ -78,15 +78,17 @@ def input_warnings(groups: Sequence[GroupOutcome], total_steps: int | None = Non
                    metric: str = "val_loss") -> dict[str, str]:
     """Finished groups whose numbers show that the trainer ignored an input: group id -> the reason in words.
 
+    - what the script's own reports said (`GroupOutcome.notices`): it never read its seed or the schedule;
+
     - seed ignored: two or more seeds ended at exactly the same value (different seeds draw different
       initialisations and data orders; bit-identical finals mean the seed never reached the trainer);
     - schedule ignored: two groups with different schedules ended at exactly the same value on every seed.
     """
     finished = [g for g in groups if g.status == FINISHED and _finals(g, metric)]
-    out: dict[str, str] = {}
+    out: dict[str, str] = {g.group_id: "; ".join(g.notices.values()) for g in finished if g.notices}
     for g in finished:
         values = list(_finals(g, metric).values())
-        if len(values) >= 2 and len(set(values)) == 1:
+        if len(values) >= 2 and len(set(values)) == 1 and g.group_id not in out:
             out[g.group_id] = (f"its {len(values)} seeds ended at exactly the same {metric} ({values[0]:.6g}): "
                                "the trainer ignores its seed")
     by_values: dict[tuple, list[GroupOutcome]] = {}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from search_spaces import ConfigError, Schedule, schedule_from_dict
+from sweep.core.notices import hook_notices
 from sweep.core.status import DIVERGED, ERROR, FINISHED, PRUNED, RUNNING, TUNE_ENDED, UNRANKED_ORDER, GroupStatus
 from sweep.stats.seeds import SeedStats, seed_stats
 
@@ -39,6 +40,8 @@ class GroupOutcome:
     run_id: str | None = None
     seed_runs: Mapping[str, str] = field(default_factory=dict)
     schedule: Schedule | None = None
+    # Kind -> why, when the script ignored its seed or the schedule (`sweep.core.notices`): no verdict then.
+    notices: Mapping[str, str] = field(default_factory=dict)
 
     def stats(self, metric: str = "val_loss") -> SeedStats | None:
         """Seed statistics of the final `metric` ("val_loss" or "val_bpb"); None without finite values."""
@@ -132,6 +135,7 @@ def outcome_from_result(
         final_val_loss={str(s): v["val_loss"] for s, v in per_seed.items() if "val_loss" in v},
         final_val_bpb={str(s): v["val_bpb"] for s, v in per_seed.items() if "val_bpb" in v},
         config=dict(config),
+        notices=hook_notices(per_seed),
     )
 
 

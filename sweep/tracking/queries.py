@@ -10,6 +10,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from sweep.core.notices import hook_notices
 from sweep.core.outcome import SEARCH_LABEL, GroupOutcome
 from sweep.core.status import GroupStatus
 from sweep.tracking.params import schedule_from_params
@@ -94,6 +95,7 @@ def outcome_from_group_run(run: Any, seed_runs: dict[str, Any]) -> GroupOutcome:
         final_val_bpb={s: m["val_bpb"] for s, m in finals.items() if "val_bpb" in m},
         run_id=run.info.run_id, seed_runs={s: r.info.run_id for s, r in seed_runs.items()},
         schedule=schedule_from_params(run.data.params),
+        notices=hook_notices({s: {"step": tags.get(TAG_LAST_STEP, 1), **m} for s, m in finals.items()}),
     )
 
 
