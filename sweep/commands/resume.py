@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("name", help="the sweep name")
     parser.add_argument("--storage", default="./sweeps",
                         help="the storage the sweep was run with (folder or s3://, gs://; default ./sweeps)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's, Tune's and the workers' own output (by default in <sweep folder>/sweep.log)")
     parser.set_defaults(func=run)
 
 
@@ -32,4 +34,4 @@ def run(args: argparse.Namespace) -> int:
     storage = parse_storage(args.storage, "--storage")
     # The storage given here wins over the saved one: the sweep folder may have been moved or mounted elsewhere.
     cfg = replace(load_saved_config(storage, args.name), storage=storage)
-    return execute(cfg, "resume")
+    return execute(cfg, "resume", verbose=args.verbose)

@@ -12,6 +12,7 @@ Ray. The whole config is validated before anything is created: a bad field is on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mode.add_argument("--overwrite", action="store_true", help="delete the sweep of this name and start again")
     parser.add_argument("--storage", default=None, help="override the config's storage (folder or s3://, gs://)")
     parser.add_argument("--name", default=None, help="override the config's sweep name")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's, Tune's and the workers' own output (by default in <sweep folder>/sweep.log)")
     parser.set_defaults(func=run)
 
 
@@ -44,20 +47,24 @@ def load(args: argparse.Namespace) -> SweepConfig:
 def run(args: argparse.Namespace) -> int:
     cfg = load(args)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
-    return execute(cfg, mode)
+    return execute(cfg, mode, verbose=args.verbose)
 
 
-def execute(cfg: SweepConfig, mode: str) -> int:
-    """Run the sweep and print where its results are; exit code 1 when a group errored, 130 when cut short."""
-    from sweep.engine.tuner import sweep
+def execute(cfg: SweepConfig, mode: str, verbose: bool = False) -> int:
+    """Run the sweep and print where its results are; exit code 1 when a group errored, 130 when cut short.
+    Without `verbose`, Ray's and Tune's own output goes to the sweep's log file, named at the end."""
+    from sweep.engine.ray_session import logs_to_file
+    from sweep.engine.tuner import log_file, sweep
 
     warning = verdict_warning(cfg)
     if warning:
         print(f"sweep: warning: {warning}", file=sys.stderr, flush=True)
-    end = sweep(cfg, mode)
+    end = sweep(cfg, mode, verbose=verbose)
     if not end.cut_short:
-        print_verdicts(cfg)
-    print(summary(cfg, end.groups, end.errored), flush=True)
+        # The report reads MLflow, whose warnings belong with Ray's in the log file.
+        with contextlib.nullcontext() if verbose else logs_to_file(log_file(cfg)):
+            print_verdicts(cfg)
+    print(summary(cfg, end.groups, end.errored, None if verbose else log_file(cfg)), flush=True)
     if end.cut_short:
         print(f"sweep {cfg.name!r} stopped after {end.ended} of {end.planned} groups; "
               f"continue it with: sweep resume {cfg.name} --storage {cfg.storage}", file=sys.stderr, flush=True)
@@ -99,8 +106,8 @@ def verdict_warning(cfg: SweepConfig) -> str | None:
             f"\"no detectable difference\" (see sweep plan-seeds)")
 
 
-def summary(cfg: SweepConfig, n_groups: int, n_errors: int) -> str:
-    """Where to look after a sweep (URIs without their credentials)."""
+def summary(cfg: SweepConfig, n_groups: int, n_errors: int, log: str | None = None) -> str:
+    """Where to look after a sweep (URIs without their credentials); `log`: the file Ray's output went to."""
     from sweep.core.secrets import redact_uri
 
     lines = [
@@ -110,6 +117,8 @@ def summary(cfg: SweepConfig, n_groups: int, n_errors: int) -> str:
         f"  MLflow       : mlflow ui --backend-store-uri {redact_uri(cfg.tracking_uri)}   (experiment {cfg.experiment!r})",
         f"  resume       : sweep resume {cfg.name} --storage {cfg.storage}",
     ]
+    if log:
+        lines.append(f"  Ray and Tune : {log}   (their log lines; --verbose shows them here)")
     if cfg.optuna.storage:
         lines.append(f"  Optuna       : optuna-dashboard {redact_uri(cfg.optuna.storage)}   (study {cfg.name!r})")
     return "\n".join(lines)

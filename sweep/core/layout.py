@@ -9,6 +9,7 @@
         mlartifacts/             MLflow artifacts when the store is not a tracking server
         tune/                    Tune's experiment folder (tuner.pkl, experiment and searcher state, trials)
         confirm/                 the confirmation report of `sweep confirm`
+        sweep.log                Ray's, Tune's and the libraries' log lines (on screen only with --verbose)
 
 Tune's folder is a subfolder on purpose: on restore Tune copies every .json/.pkl file under its experiment
 folder into a driver staging folder and from then on uploads that staging copy over the experiment folder at
@@ -32,6 +33,7 @@ TUNER_FILE = "tuner.pkl"  # Tune's own file: its presence means a sweep of this 
 TRAIN_DIR = "train"
 ARTIFACTS_DIR = "mlartifacts"
 CONFIRM_DIR = "confirm"
+LOG_FILE = "sweep.log"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

@@ -3,11 +3,12 @@ defaults that keep small sweeps responsive, and the clean stop on SIGINT / SIGTE
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 # Defaults that make small sweeps responsive; a user's environment wins.
 _ENV_DEFAULTS = {
@@ -45,9 +46,11 @@ def _free_port() -> int:
             return port
 
 
-def init_ray() -> None:
+def init_ray(log_to_driver: bool = True) -> None:
     """Attach to the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local Ray.
 
+    `log_to_driver`: print what Ray's workers print (every rank's reports, checkpoints, restarts) in this
+    process's output; off for `sweep run` without --verbose, where they stay in Ray's session logs.
     The dashboard stays on: without it, Train workers' placement groups were not freed when Tune ended a
     trial on this Ray version (Ray 2.60, measured).
     """
@@ -60,7 +63,7 @@ def init_ray() -> None:
     if _OWN_ADDRESS is not None and os.environ.get("RAY_ADDRESS") == _OWN_ADDRESS:
         os.environ.pop("RAY_ADDRESS")  # ours, from a local cluster that has since been shut down
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
+        ray.init(log_to_driver=log_to_driver)
         return
     # Pin the new cluster's GCS port and tell every Ray process the address through RAY_ADDRESS, which they
     # inherit from this process. Ray Train's PlacementGroupCleaner looks the cluster up through the state
@@ -72,7 +75,49 @@ def init_ray() -> None:
     ip = ray.util.get_node_ip_address()
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = _OWN_ADDRESS = f"{ip}:{port}"
-    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
+
+
+# Loggers whose records leave the terminal for the log file: Ray's (Tune and Train included), Python
+# warnings (Ray's deprecation and token-auth warnings) and the libraries a sweep drives.
+_ROUTED_LOGGERS = ("ray", "py.warnings", "mlflow", "optuna", "alembic", "urllib3")
+
+
+@contextlib.contextmanager
+def logs_to_file(path: str) -> Iterator[str]:
+    """While the block runs, write Ray's, Tune's and the libraries' log records to `path` instead of the
+    terminal (Python warnings too); yields `path`. The sweep's own lines (its progress callback prints, it
+    does not log) stay on screen. The loggers are put back as they were afterwards.
+
+    Ray attaches a stderr handler to its "ray" logger when it is imported and Tune logs through children of
+    it; their stream handlers are taken off and one file handler takes their place, so an error Tune logs is
+    still written, only elsewhere."""
+    import logging
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = []
+    for name in _ROUTED_LOGGERS:
+        logger = logging.getLogger(name)
+        streams = [h for h in logger.handlers
+                   if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+        saved.append((logger, streams, logger.propagate))
+        for old in streams:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.captureWarnings(True)
+    try:
+        yield path
+    finally:
+        logging.captureWarnings(False)
+        for logger, streams, propagate in saved:
+            logger.removeHandler(handler)
+            for old in streams:
+                logger.addHandler(old)
+            logger.propagate = propagate
+        handler.close()
 
 
 _STOP_REQUESTED = threading.Event()

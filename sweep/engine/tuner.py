@@ -21,7 +21,7 @@ from sweep.core import layout, storage
 from sweep.core.secrets import config_secrets, install_log_redaction
 from sweep.engine.group_trial import group_trial
 from sweep.engine.preflight import check_before_start
-from sweep.engine.ray_session import init_ray, stop_gracefully_on_signals, stop_requested
+from sweep.engine.ray_session import init_ray, logs_to_file, stop_gracefully_on_signals, stop_requested
 from sweep.engine.resources import concurrency, group_resources
 from sweep.engine.rung_metrics import RUNG_KEY
 from sweep.engine.scheduler import PersistentASHA
@@ -191,9 +191,12 @@ class SweepEnd:
         return self.stop_requested or self.ended < self.planned
 
 
-def sweep(cfg: SweepConfig, mode: str = "new") -> SweepEnd:
+def sweep(cfg: SweepConfig, mode: str = "new", verbose: bool = False) -> SweepEnd:
     """The whole of `sweep run` / `sweep resume`: refuse what can be refused before anything is created, keep
-    secrets out of the output, prepare the bundled data once, run (or continue) the sweep."""
+    secrets out of the output, prepare the bundled data once, run (or continue) the sweep.
+
+    `verbose`: Ray's, Tune's and the workers' own output on the terminal too; without it they go to the
+    sweep's log file (`log_file`) and the terminal shows the sweep's own lines only."""
     if mode == "new" and layout.sweep_exists(cfg.storage, cfg.name):
         raise ConfigError("name", f"a sweep named {cfg.name!r} already exists in {cfg.storage}; "
                                   "use --resume to continue it or --overwrite to start again")
@@ -201,7 +204,7 @@ def sweep(cfg: SweepConfig, mode: str = "new") -> SweepEnd:
     install_log_redaction(config_secrets(cfg.to_dict()))
     check_before_start(cfg)  # before the bundled corpus is prepared: bad input creates nothing
     prepare_data(cfg)
-    grid = run_sweep(cfg, mode)
+    grid = run_sweep(cfg, mode, verbose=verbose)
     # Tune returns normally after Ctrl-C or SIGTERM (ray_session.stop_gracefully_on_signals) and reports the
     # groups it interrupted as terminated: the stop request itself says the sweep was cut short.
     return SweepEnd(groups=len(grid), errored=sum(r.error is not None for r in grid),
@@ -209,14 +212,22 @@ def sweep(cfg: SweepConfig, mode: str = "new") -> SweepEnd:
                     stop_requested=stop_requested())
 
 
-def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = None):
+def log_file(cfg: SweepConfig) -> str:
+    """Where a sweep's driver writes Ray's and Tune's logs: `<sweep folder>/sweep.log`, or a file in the
+    local temp folder when the sweep folder is remote (a log file is appended to; object stores cannot)."""
+    if storage.is_remote(cfg.sweep_dir):
+        import tempfile
+
+        return os.path.join(tempfile.gettempdir(), f"schedsweep-{cfg.name}-{layout.LOG_FILE}")
+    return os.path.join(cfg.sweep_dir, layout.LOG_FILE)
+
+
+def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = None, verbose: bool = True):
     """Run (`new`), continue (`resume`) or restart (`overwrite`) the sweep `cfg`; returns Tune's ResultGrid.
 
     `new` refuses a name that already holds a sweep: a second Tuner with the same name would overwrite the
-    first one's tuner.pkl (ray #35812).
+    first one's tuner.pkl (ray #35812). `verbose` False: Ray's and Tune's output goes to `log_file(cfg)`.
     """
-    import ray
-
     if mode not in ("new", "resume", "overwrite"):
         raise ValueError(f"mode must be new, resume or overwrite, got {mode!r}")
     exists = layout.sweep_exists(cfg.storage, cfg.name)
@@ -229,10 +240,33 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
         raise ConfigError("name", f"no sweep {cfg.name!r} to resume in {cfg.storage}")
 
     check_before_start(cfg)
-    init_ray()
-    max_concurrent = concurrency(cfg, ray.cluster_resources())
     if mode == "overwrite" and exists:
         storage.remove_tree(cfg.sweep_dir)
+    if verbose:
+        return _start_and_fit(cfg, mode, exists, scratch_dir, verbose)
+    # Tune's default output engine prints its experiment box, the TensorBoard hint and a block per trial
+    # error with print(), whatever the Tuner's verbose=0 says; the older engine is silent at 0 and logs trial
+    # errors (to the file). The sweep prints its own events and each error's reason.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    log = log_file(cfg)
+    fresh = not os.path.exists(os.path.dirname(log))
+    try:
+        with logs_to_file(log):  # before Ray starts: its start-up lines go there too
+            return _start_and_fit(cfg, mode, exists, scratch_dir, verbose)
+    except ConfigError:
+        # Refused once Ray was up (the cluster too small for one group): bad input leaves nothing behind, so
+        # a sweep folder made only for this log goes again.
+        if fresh and os.listdir(os.path.dirname(log)) == [os.path.basename(log)]:
+            os.remove(log)
+            os.rmdir(os.path.dirname(log))
+        raise
+
+
+def _start_and_fit(cfg: SweepConfig, mode: str, exists: bool, scratch_dir: str | None, verbose: bool):
+    import ray
+
+    init_ray(log_to_driver=verbose)
+    max_concurrent = concurrency(cfg, ray.cluster_resources())
     if mode == "resume" and storage.exists(storage.join(cfg.sweep_dir, layout.TUNE_DIR, layout.TUNER_FILE)) \
             and layout.tune_state_saved(cfg.sweep_dir):
         tuner = restore_tuner(cfg)

@@ -124,7 +124,7 @@ def test_every_input_is_refused_in_one_line_or_reaches_the_start(tmp_path_factor
     monkeypatch.chdir(root)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
-    def guard() -> None:
+    def guard(**kwargs) -> None:
         raise WouldStartRay
 
     monkeypatch.setattr(sweep.engine.tuner, "init_ray", guard)
@@ -158,7 +158,7 @@ def test_every_shipped_config_reaches_the_start_unchanged(tmp_path: Path, monkey
     # The control: unmutated configs are accepted (on this machine, the cluster ones only need RAY_ADDRESS set,
     # as under `ray job submit`, for the machine checks to leave them to the cluster).
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sweep.engine.tuner, "init_ray", lambda: (_ for _ in ()).throw(WouldStartRay()))
+    monkeypatch.setattr(sweep.engine.tuner, "init_ray", lambda **kw: (_ for _ in ()).throw(WouldStartRay()))
     data = yaml.safe_load(config.read_text())
     data["storage"] = str(tmp_path / "sweeps")
     if "gpt2" in config.name:

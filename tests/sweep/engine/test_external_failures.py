@@ -93,6 +93,12 @@ def test_print_only_script_is_parsed_and_failing_scripts_give_clear_errors(tmp_p
     assert "fake_train.py produced no output and no report" in errors["wsd_sqrt"]
     assert "script.timeout_s = 8" in errors["wsd_sqrt"] and "loading shards" in errors["wsd_sqrt"]
     assert "fake_train.py exited with code 0 without reporting any metrics" in errors["nanogpt_cosine"]
+    # The terminal names each failure's reason (and where its trace is), not only Ray's error file.
+    failed = [line for line in proc.stdout.splitlines() if "] failed " in line]
+    assert len(failed) == 3, proc.stdout[-4000:]
+    for reason in ("fake_train.py exited with code 3 on rank 1", "fake_train.py produced no output and no report",
+                   "fake_train.py exited with code 0 without reporting any metrics"):
+        assert sum(reason in line for line in failed) == 1, (reason, failed)
 
     client = MlflowClient(f"sqlite:///{sweep_dir}/mlflow.db")
     exp = client.get_experiment_by_name("fails")
