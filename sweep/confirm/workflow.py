@@ -95,7 +95,8 @@ def write_confirmation_report(plan: ConfirmPlan, stages: dict[str, list[GroupOut
     baseline_keys = [group_key(g) for g in plan.groups if g.get("baseline")]
     verdict = plan.sweep.verdict
     points = delta_points(stages, factors, steps, finalist_keys, baseline_keys, verdict.alpha, verdict.correction)
-    finalists = {g.group_id: f"`{_schedule_text(g.config['schedule'])}` ({g.mean_val_loss:.4f})" for g in plan.finalists}
+    # Each finalist named by its shape in words, as the sweep's leaderboard and report name it.
+    finalists = {g.group_id: f"`{g.description}` ({g.mean_val_loss:.4f})" for g in plan.finalists}
     losses = {label: {group_key(g.config): [v for _, v in sorted(g.final_val_loss.items(), key=lambda kv: int(kv[0]))]
                       for g in groups if g.finished} for label, groups in stages.items()}
     markdown = render_markdown(plan.sweep.name, points, finalists, labels, steps, plan.seeds, losses,
@@ -112,6 +113,3 @@ def write_confirmation_report(plan: ConfirmPlan, stages: dict[str, list[GroupOut
         log_report(plan.sweep.tracking_uri, run_id, paths, points)
     return paths
 
-
-def _schedule_text(schedule: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in schedule.items())

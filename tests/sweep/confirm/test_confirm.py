@@ -145,4 +145,6 @@ def test_confirm_two_horizons_three_seeds_killed_and_resumed(tmp_path: Path) -> 
     assert f"- {finalist.group_id} vs nanogpt_cosine: " in report
     assert "2, 3, 4, fresh: disjoint from the sweep's own (0, 1)" in report
     assert "the 2 comparisons (finalists x baselines x horizons) are one family, adjusted by Holm" in report
+    # The finalist is named by its shape in words, as in the sweep's leaderboard.
+    assert f"| {finalist.group_id} | `{finalist.description}` (" in report and "wsd: " in finalist.description
     assert (storage / "sim" / "confirm" / "deltas.png").read_bytes()[:4] == b"\x89PNG"
