@@ -74,6 +74,19 @@ def _stop(procs: Sequence[subprocess.Popen]) -> None:
             p.wait()
 
 
+def runs_table_url(base: str, tracking_uri: str, experiment: str) -> str | None:
+    """The MLflow UI page of the sweep's runs table. MLflow 3.17's UI opens any experiment on its GenAI
+    overview (traces, token usage) unless the URL asks for the model-training view, whatever the
+    experiment's kind tag says (measured in a browser: tests/sweep/analysis/test_browser_ui.py)."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        exp = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - a link is a convenience; the servers are what was asked for
+        return None
+    return None if exp is None else f"{base}/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+
+
 def run(args: argparse.Namespace) -> int:
     from sweep.analysis.read import locate_sweep
     from sweep.core.secrets import redact_uri
@@ -114,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
               f"experiment {location.experiment!r}):", flush=True)
         for what, _, url in servers:
             print(f"  {what:<7}: {url}", flush=True)
+        runs = runs_table_url(servers[0][2], location.tracking_uri, location.experiment)
+        if runs:
+            print(f"  runs   : {runs}", flush=True)
         print("Ctrl-C stops them.", flush=True)
         while not stop["now"]:
             for (what, _, _), proc in zip(servers, procs):
