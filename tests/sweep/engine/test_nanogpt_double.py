@@ -6,6 +6,8 @@ as a user would: the diff in docs/bring-your-own-trainer.md applied to it, nothi
 - A sweep of the changed script with 2 gloo workers per seed run and ASHA on the `predicted` rung metric
   (its eval at step 0 included), the driver SIGKILLed and resumed: it ends complete, its seeds differ, no
   warning, no more checkpoints than `script.keep_checkpoints`, no scratch left.
+- A sweep of the changed script with one worker (its single-process branch) and ASHA on raw: its LR follows
+  each group's shape.
 - A sweep of the unchanged script with one worker (no torchrun variables: its single-process branch) through
   `metrics_regex` and ASHA on raw: it ignores seed and schedule, and the sweep says so once per group and
   kind, and its report makes no verdict.
@@ -28,6 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from search_spaces import schedule_from_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the shared test helpers
 from test_seed_groups import check_group_results, read_trials  # noqa: E402
@@ -161,8 +164,10 @@ def test_the_changed_double_swept_with_2_workers_and_predicted_rungs_survives_a_
         ckpts = sorted((sweep_dir / "train" / f"{baseline['id']}-seed{seed}").glob("step_*"))
         assert 1 <= len(ckpts) <= 2 and ckpts[-1].name == f"step_{HORIZON:08d}", ckpts
         assert (ckpts[-1] / "ckpt.pt").exists()
-    # No scratch left by the runs that ended (the killed start's runs were restarted and ended too).
-    left = [p for p in (Path(env["RAY_TMPDIR"]) / "schedsweep-scratch").rglob("*") if p.is_file()]
+    # No scratch left by the baseline's runs, which finished (the killed start's runs were restarted and
+    # finished too). A group ASHA stops is torn down with its Tune trial, launcher included: its scratch stays.
+    left = [p for p in (Path(env["RAY_TMPDIR"]) / "schedsweep-scratch").glob(f"{baseline['id']}-seed*/**/*")
+            if p.is_file()]
     assert not left, left
 
 
@@ -198,3 +203,32 @@ def test_the_unchanged_double_through_its_printed_lines_is_caught_ignoring_seed_
     client = MlflowClient(f"sqlite:///{tmp_path}/sweeps/raw/mlflow.db")
     assert client.get_experiment_by_name("raw") is not None
     json.dumps(trials[0]["config"])  # the configs are plain data
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_changed_double_swept_with_one_worker_and_raw_rungs(tmp_path: Path) -> None:
+    # One worker: no torchrun variables, so the script takes its single-process branch on --device=cpu.
+    script = make_double(tmp_path / "nanogpt", True)
+    sweep_config(tmp_path, "one", script, baselines=["wsd_sqrt"], budget=1,
+                 scheduler={"grace_period": 8, "reduction_factor": 2, "rung_metric": "raw"},
+                 resources={"workers": 1, "cpus_per_worker": 0.5})
+    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(tmp_path / "one.yaml")], cwd=tmp_path,
+                          env={**ray_env(tmp_path), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=900, start_new_session=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert not IGNORED.search(out), out[-4000:]
+    trials = read_trials(tmp_path / "sweeps" / "one" / "tune")
+    assert len(trials) == 2
+    baseline = next(t for t in trials if t["config"].get("baseline"))
+    assert baseline["results"][-1]["status"] == "finished" and baseline["results"][-1]["step"] == HORIZON
+    for t in trials:
+        check_group_results(t["results"], [0, 1])
+        for r in t["results"]:
+            assert r["rung_loss"] == pytest.approx(r["val_loss"])  # raw: the mean val loss itself
+            assert all(s["seed_read"] == 1.0 and s["schedule_read"] == 1.0 for s in r["per_seed"].values())
+        # The LR followed the group's shape: the multiplier the script logged is the shape's at each step.
+        shape = schedule_from_dict(t["config"]["schedule"])
+        for r in t["results"][1:]:
+            assert r["lr_multiplier"] == pytest.approx(shape.multiplier(min(r["step"], HORIZON - 1), HORIZON))
