@@ -241,10 +241,13 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
             print(f"seed run {ctx.get_experiment_name()} resumed from its checkpoint at step {history.last['step']}; "
                   f"its {len(history.rows)} reports up to there are said again", flush=True)
         history.replay(ray.train.report)
-        if history.finished:
-            return  # restored after its last report: saying it again was all there was to do
-
     run_dir = run_scratch_dir(config.get("scratch_dir"), ctx.get_experiment_name())
+    if history.finished:
+        # Restored after its last report (the driver was killed before the group used it): saying it again was
+        # all there was to do, and what the killed start left in the scratch folder can go.
+        _clean_scratch(run_dir, rank, ctx.get_local_rank())
+        return
+
     run_dir.mkdir(parents=True, exist_ok=True)
     stop_file = run_dir / f"rank{rank}.stop"
     stop_file.unlink(missing_ok=True)
