@@ -8,9 +8,10 @@ scheduler and its MLflow runs nested under the confirmed sweep's (`StageLink`). 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -244,14 +245,14 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
         storage.remove_tree(cfg.sweep_dir)
     if verbose:
         return _start_and_fit(cfg, mode, exists, scratch_dir, verbose)
-    # Tune's default output engine prints its experiment box, the TensorBoard hint and a block per trial
-    # error with print(), whatever the Tuner's verbose=0 says; the older engine is silent at 0 and logs trial
-    # errors (to the file). The sweep prints its own events and each error's reason.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     log = log_file(cfg)
     fresh = not os.path.exists(os.path.dirname(log))
     try:
-        with logs_to_file(log):  # before Ray starts: its start-up lines go there too
+        # Tune's default output engine prints its experiment box, the TensorBoard hint and a block per trial
+        # error with print(), whatever the Tuner's verbose=0 says; the older engine is silent at 0 and logs
+        # trial errors (to the file). The sweep prints its own events and each error's reason. Set for this
+        # sweep only: a caller in the same process (a test) must not inherit it.
+        with logs_to_file(log), _environ(RAY_AIR_NEW_OUTPUT=os.environ.get("RAY_AIR_NEW_OUTPUT", "0")):
             return _start_and_fit(cfg, mode, exists, scratch_dir, verbose)
     except ConfigError:
         # Refused once Ray was up (the cluster too small for one group): bad input leaves nothing behind, so
@@ -260,6 +261,21 @@ def run_sweep(cfg: SweepConfig, mode: str = "new", scratch_dir: str | None = Non
             os.remove(log)
             os.rmdir(os.path.dirname(log))
         raise
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Set environment variables for the block, then put back what was there."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _start_and_fit(cfg: SweepConfig, mode: str, exists: bool, scratch_dir: str | None, verbose: bool):

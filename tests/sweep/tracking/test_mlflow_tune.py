@@ -212,7 +212,7 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch, capsys):
     printed = progress_out.getvalue()
     for gid, case in case_of.items():
         assert f"start  {gid}" in printed
-        state = {"pruned": "pruned", "diverged": "diverged"}.get(case, "finished")
+        state = {"pruned": "stopped by ASHA", "diverged": "diverged"}.get(case, "finished")
         words = schedule_from_dict(CASES[case]["schedule"]).describe()  # every group named by its shape
         assert f"end    {gid} ({words}) {state}" in printed
     assert "step 20/40" in printed
