@@ -27,16 +27,14 @@ from typing import Any
 
 from search_spaces.errors import ConfigError
 from search_spaces.validation import check_int, check_keys
+from trainable.external import channel
 
 # Named groups a metrics regex may capture; `step` and `val_loss` are required (ASHA and Optuna need them).
 METRIC_GROUPS = ("step", "val_loss", "train_loss", "val_bpb", "tokens")
 _REQUIRED_GROUPS = ("step", "val_loss")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The launcher sets these for the script; a config that sets them would break DDP.
-_RESERVED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
-                 "SCHEDSWEEP_SCHEDULE", "SCHEDSWEEP_HORIZON_STEPS", "SCHEDSWEEP_SEED", "SCHEDSWEEP_DEVICE",
-                 "SCHEDSWEEP_DIST_BACKEND", "SCHEDSWEEP_REPORT_FILE", "SCHEDSWEEP_STAGE_DIR", "SCHEDSWEEP_RESUME_DIR",
-                 "SCHEDSWEEP_STOP_FILE")
+_RESERVED_ENV = channel.TORCHRUN_ENV + channel.LAUNCHER_ENV
 # Checkpoints a seed run keeps by default: the latest (what a resume starts from) and the one before it.
 DEFAULT_KEEP_CHECKPOINTS = 2
 

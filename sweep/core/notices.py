@@ -14,12 +14,12 @@ of such groups (`sweep.analysis.content.input_warnings`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import numpy as np
 
 from search_spaces import ConfigError, schedule_from_dict
+from sweep.stats.seeds import is_finite_number
 from trainable.external.channel import SCHEDULE_READ, SEED_READ
 
 SEED_IGNORED, SCHEDULE_IGNORED = "seed ignored", "schedule ignored"
@@ -45,7 +45,7 @@ def hook_notices(per_seed: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 def identical_seeds(per_seed: Mapping[str, Mapping[str, Any]], step: int, metric: str = "val_loss") -> str | None:
     """Why the seeds look ignored, when two or more seeds reported exactly the same `metric` at `step` > 0."""
     values = [v.get(metric) for v in per_seed.values()]
-    if step <= 0 or len(values) < 2 or not all(_finite(x) for x in values) or len(set(values)) != 1:
+    if step <= 0 or len(values) < 2 or not all(is_finite_number(x) for x in values) or len(set(values)) != 1:
         return None
     return (f"its {len(values)} seeds reported exactly the same {metric} ({values[0]:.6g}) at step {step}: the "
             "script ignores its seed (a hard-coded torch.manual_seed?)")
@@ -70,22 +70,22 @@ class TwinCurves:
 
     def __init__(self, total_steps: int | None):
         self.total_steps = total_steps
-        self._seen: dict[tuple, list[tuple[str, Any]]] = {}
+        self._seen: dict[tuple, list[str]] = {}  # (step, every seed's value) -> the groups that reported it
         self._lrs: dict[str, Any] = {}
 
     def add(self, group_id: str, schedule: Mapping[str, Any] | None, step: int,
             per_seed: Mapping[str, Mapping[str, Any]], metric: str = "val_loss") -> list[str]:
         """Record a group's result; return the other groups that are its twins at this step."""
         values = tuple(sorted((str(s), v.get(metric)) for s, v in per_seed.items()))
-        if step <= 0 or not values or not all(_finite(v) for _, v in values):
+        if step <= 0 or not values or not all(is_finite_number(v) for _, v in values):
             return []
         if group_id not in self._lrs:
             self._lrs[group_id] = self._multipliers(schedule)
         key = (int(step), values)
         others = self._seen.setdefault(key, [])
-        twins = [g for g, _ in others if g != group_id and self._differ(g, group_id, step)]
-        if all(g != group_id for g, _ in others):
-            others.append((group_id, schedule))
+        twins = [g for g in others if g != group_id and self._differ(g, group_id, step)]
+        if group_id not in others:
+            others.append(group_id)
         return twins
 
     def _multipliers(self, schedule: Mapping[str, Any] | None) -> Any:
@@ -109,8 +109,5 @@ class TwinCurves:
 
 def _flag(values: Mapping[str, Any], key: str) -> float | None:
     value = values.get(key)
-    return float(value) if _finite(value) else None
+    return float(value) if is_finite_number(value) else None
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from search_spaces import ConfigError, Schedule, schedule_from_dict
 from sweep.core.notices import hook_notices
 from sweep.core.status import DIVERGED, ERROR, FINISHED, PRUNED, RUNNING, TUNE_ENDED, UNRANKED_ORDER, GroupStatus
-from sweep.stats.seeds import SeedStats, seed_stats
+from sweep.stats.seeds import SeedStats, is_finite_number, seed_stats
 
 SEARCH_LABEL = "search"  # the label of a group whose shape the searcher proposed (baselines carry their preset)
 
@@ -45,7 +45,7 @@ class GroupOutcome:
 
     def stats(self, metric: str = "val_loss") -> SeedStats | None:
         """Seed statistics of the final `metric` ("val_loss" or "val_bpb"); None without finite values."""
-        values = [v for v in self.finals(metric).values() if _finite(v)]
+        values = [v for v in self.finals(metric).values() if is_finite_number(v)]
         return seed_stats(values) if values else None
 
     def finals(self, metric: str = "val_loss") -> Mapping[str, float]:
@@ -84,9 +84,6 @@ class GroupOutcome:
         ``wsd_sqrt (a1b2c3)`` or ``wsd: warmup 2% lin, hold 70%, cos -> 0.1 (d4e5f6)``."""
         return f"{self.description} ({self.group_id})"
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def group_label(config: Mapping[str, Any]) -> str:

@@ -36,7 +36,6 @@ number (`optuna_trial`), and a restore reconciles the searcher with the trials T
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import optuna
@@ -44,6 +43,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweep.core.status import DIVERGED, FINISHED
+from sweep.stats.seeds import is_finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +144,9 @@ class GroupSearcher(OptunaSearch):
         # What ASHA compared (schedule-aware at rungs), so a pruned group's last intermediate value, which
         # TPE ranks it by, is not the short-horizon-biased raw loss; the raw loss when there is none.
         value, step = result.get(RUNG_METRIC), result.get("step")
-        if not _finite(value):
+        if not is_finite_number(value):
             value = result.get(METRIC)
-        if step is None or not _finite(value) or step <= self._last_step.get(trial_id, -1):
+        if step is None or not is_finite_number(value) or step <= self._last_step.get(trial_id, -1):
             return  # a repeat after a restore, or a diverged result with no finite value
         self._last_step[trial_id] = int(step)
         self._report(trial_id, float(value), int(step))
@@ -190,13 +190,13 @@ class GroupSearcher(OptunaSearch):
             return TrialState.FAIL, None
         status = result.get("status")
         value = result.get(METRIC)
-        if status == FINISHED and _finite(value):
+        if status == FINISHED and is_finite_number(value):
             return TrialState.COMPLETE, float(value)
-        if status == DIVERGED or (status == FINISHED and not _finite(value)):
+        if status == DIVERGED or (status == FINISHED and not is_finite_number(value)):
             if self._penalty is not None:
                 return TrialState.COMPLETE, self.penalty()
             return TrialState.FAIL, None
-        return TrialState.PRUNED, float(value) if _finite(value) else None
+        return TrialState.PRUNED, float(value) if is_finite_number(value) else None
 
     def penalty(self) -> float:
         """The value a diverged group is told as: the configured penalty, raised above the worst finished group."""
@@ -321,9 +321,6 @@ def saved_tune_trials(tune_dir: str) -> dict[str, dict] | None:
             out[str(data["trial_id"])] = config
     return out
 
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class FixedGroupSearcher(Searcher):

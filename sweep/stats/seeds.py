@@ -51,6 +51,11 @@ class SeedStats:
         return {k: v for k, v in values.items() if not math.isnan(v)}
 
 
+def is_finite_number(value: object) -> bool:
+    """A real, finite number (a bool is not one): what may be averaged as a loss or read as a flag."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def seed_stats(values: Iterable[float], confidence: float = 0.95) -> SeedStats:
     """Mean, sample std and the two-sided `confidence` t-interval of `values` (one per seed).
 

@@ -25,6 +25,11 @@ ENV_STOP_FILE = "SCHEDSWEEP_STOP_FILE"  # exists once the sweep wants the run to
 ENV_SEED = "SCHEDSWEEP_SEED"  # the seed of this run of the group
 ENV_DEVICE = "SCHEDSWEEP_DEVICE"  # this rank's torch device: "cuda:<local rank>" on a GPU worker, else "cpu"
 ENV_DIST_BACKEND = "SCHEDSWEEP_DIST_BACKEND"  # the process-group backend that works there: "nccl" or "gloo"
+# Every variable above: the launcher's, never the user's (`script.env` may not set them).
+LAUNCHER_ENV = (ENV_SCHEDULE, ENV_HORIZON, ENV_REPORT_FILE, ENV_STAGE_DIR, ENV_RESUME_DIR, ENV_STOP_FILE, ENV_SEED,
+                ENV_DEVICE, ENV_DIST_BACKEND)
+# What torchrun sets, and the launcher too for two or more workers.
+TORCHRUN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 # Keys the hook adds to every report: whether this process read the seed and the schedule through the hook
 # (1.0 or 0.0). The sweep warns, and its report makes no verdict, when a script never did.

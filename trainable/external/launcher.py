@@ -53,8 +53,6 @@ from trainable.run_control import RunStopped, run_scratch_dir, stop_requested
 _POLL_S = 0.5
 _DONE_GRACE_S = 30.0  # after the final report, how long a script may take to exit on its own
 _TAIL_IN_ERROR = 20
-# What torchrun sets: only a run of two or more workers sees them (Ray's own, if any, never leak through).
-_TORCHRUN_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 class ScriptError(RuntimeError):
@@ -253,7 +251,8 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
     stop_file.unlink(missing_ok=True)
     values = {"seed": int(config["seed"]), "horizon_steps": horizon, "run_dir": str(run_dir / "files")}
 
-    env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN_VARS}
+    # torchrun's variables: only a run of two or more workers sees them (Ray's own, if any, never leak through).
+    env = {k: v for k, v in os.environ.items() if k not in channel.TORCHRUN_ENV}
     env.setdefault("PYTHONUNBUFFERED", "1")  # line by line through the pipe: reports, regex lines, timeouts
     env.update({k: _fill(v, values) for k, v in (spec.get("env") or {}).items()})
     if world > 1:
