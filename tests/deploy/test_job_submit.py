@@ -65,15 +65,47 @@ def _job_api(head, path: str) -> dict:
         return json.loads(resp.read())
 
 
-def _wait_for_job(head, job_id: str, timeout_s: float) -> str:
-    """Poll the job until it is SUCCEEDED, FAILED or STOPPED; returns that state."""
+def _wait_for_job(head, job_id: str, timeout_s: float) -> dict:
+    """Poll the job until it is SUCCEEDED, FAILED or STOPPED; returns its last status record."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = _job_api(head, job_id)["status"]
-        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            return status
+        info = _job_api(head, job_id)
+        if info["status"] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return info
         time.sleep(2)
     raise AssertionError(f"job {job_id} still not done after {timeout_s} s")
+
+
+def _ray_logs_tail(head, patterns: tuple[str, ...] = ("job-driver-*", "runtime_env*", "dashboard_agent*"),
+                   chars: int = 1500) -> str:
+    """The tails of the head's own log files that explain a job which failed before its driver printed."""
+    logs = Path(head.env["RAY_TMPDIR"]) / "ray" / "session_latest" / "logs"
+    parts = []
+    for pattern in patterns:
+        for path in sorted(logs.glob(pattern)):
+            text = path.read_text(errors="replace")[-chars:]
+            if text.strip():
+                parts.append(f"--- {path.name}\n{text}")
+    return "\n".join(parts)
+
+
+def _run_job(head, args: list[str], timeout_s: float) -> tuple[dict, str]:
+    """Submit the job and wait for it; returns (status record, driver logs).
+
+    One resubmission, only when Ray failed the job before its driver ran (no driver exit code, no output):
+    that is Ray's job supervisor or runtime-env agent on a loaded 2-core machine (CI saw it once, with empty
+    logs), never this project's code. A driver that ran and failed is never retried."""
+    for attempt in (1, 2):
+        job_id = f"schedsweep-{uuid.uuid4().hex[:8]}"
+        _submit_when_ready(head, ["--submission-id", job_id, *args])
+        info = _wait_for_job(head, job_id, timeout_s)
+        logs = _job_api(head, f"{job_id}/logs")["logs"]
+        never_ran = info["status"] == "FAILED" and info.get("driver_exit_code") is None and not logs.strip()
+        if not never_ran or attempt == 2:
+            return info, logs
+        print(f"job {job_id} failed before its driver ran ({info.get('message')}); submitting once more\n"
+              f"{_ray_logs_tail(head)}")
+    raise AssertionError("unreachable")
 
 
 def test_sweep_run_submitted_as_ray_job(tmp_path):
@@ -89,16 +121,14 @@ def test_sweep_run_submitted_as_ray_job(tmp_path):
                          resources={"workers": 1, "cpus_per_worker": 0.5}, max_concurrent_trials=2)
         cfg_path = tmp_path / "tiny.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
-        job_id = f"schedsweep-{uuid.uuid4().hex[:8]}"
         runtime_env = {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25"},
                        "excludes": [".venv", ".git", "sweeps", "mlruns"]}
-        submit_args = ["--submission-id", job_id, "--working-dir", str(REPO), "--runtime-env-json",
-                       json.dumps(runtime_env), "--no-wait", "--", sys.executable, "-m", "sweep.cli", "run",
-                       str(cfg_path)]
-        _submit_when_ready(head, submit_args)
-        state = _wait_for_job(head, job_id, timeout_s=480)
-        logs = _job_api(head, f"{job_id}/logs")["logs"]
-        assert state == "SUCCEEDED", logs[-4000:]
+        submit_args = ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env), "--no-wait",
+                       "--", sys.executable, "-m", "sweep.cli", "run", str(cfg_path)]
+        info, logs = _run_job(head, submit_args, timeout_s=480)
+        assert info["status"] == "SUCCEEDED", (
+            f"{info.get('message')} (driver exit code {info.get('driver_exit_code')})\n{logs[-4000:]}\n"
+            f"{_ray_logs_tail(head)}")
         # The driver's own output went through the job: live progress and the closing summary.
         assert "[sweep " in logs and "sweep 'jobsweep': 2 groups (0 errored)" in logs
 
