@@ -28,6 +28,7 @@ from typing import Any
 
 import ray.train
 
+from trainable import scratch
 from trainable.config import TrainConfig
 from trainable.report_history import ReportHistory
 from trainable.reporting import Report
@@ -112,11 +113,23 @@ def train_worker(config: dict[str, Any]) -> None:
 
         script_worker(config)
         return
-    from trainable.train import train
-
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     run_scratch = run_scratch_dir(config.get("scratch_dir"), ctx.get_experiment_name())
+    scratch.claim(run_scratch, rank)
+    if ctx.get_local_rank() == 0:
+        scratch.remove_orphans(run_scratch.parent)  # what killed runs (an ASHA-stopped group's) left on this node
+    try:
+        _train_seed_run(config, ctx, rank, run_scratch)
+    finally:
+        # The checkpoints staged here are in Ray's storage once reported; a failed built-in run names nothing
+        # in this folder, so it goes however the run ended (unless its process is killed: see trainable.scratch).
+        scratch.release(run_scratch, rank)
+
+
+def _train_seed_run(config: dict[str, Any], ctx: Any, rank: int, run_scratch: Path) -> None:
+    from trainable.train import train
+
     trainer = dict(config["trainer"])
     trainer["checkpoint"] = {**(trainer.get("checkpoint") or {}), "dir": str(run_scratch / "checkpoints")}
     cfg = TrainConfig.from_dict(trainer)

@@ -26,6 +26,7 @@ from sweep.engine.ray_session import init_ray, logs_to_file, stop_gracefully_on_
 from sweep.engine.resources import concurrency, group_resources
 from sweep.engine.rung_metrics import RUNG_KEY
 from sweep.engine.scheduler import PersistentASHA
+from sweep.engine.scratch_cleanup import remove_left_scratch
 from sweep.engine.searcher import MODE, GroupSearcher
 from sweep.tracking.callback import MLflowSweepCallback
 from sweep.tracking.progress import SweepProgress
@@ -295,4 +296,8 @@ def _start_and_fit(cfg: SweepConfig, mode: str, exists: bool, scratch_dir: str |
         write_saved_config(cfg)
         tuner = build_tuner(cfg, max_concurrent, scratch_dir)
     stop_gracefully_on_signals()
-    return tuner.fit()
+    results = tuner.fit()
+    # What the last ASHA-stopped groups' seed runs left in their scratch folders (Tune tears a stopped group's
+    # runs down before they can clean up); earlier ones went as later seed runs started on their nodes.
+    remove_left_scratch(scratch_dir, (r.metrics.get("trial_id") for r in results if r.metrics))
+    return results

@@ -44,6 +44,7 @@ from typing import Any
 
 import ray.train
 
+from trainable import scratch
 from trainable.external import channel
 from trainable.external.metrics_parser import MetricsLineParser
 from trainable.external.process import ScriptProcess
@@ -240,13 +241,15 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
                   f"its {len(history.rows)} reports up to there are said again", flush=True)
         history.replay(ray.train.report)
     run_dir = run_scratch_dir(config.get("scratch_dir"), ctx.get_experiment_name())
+    scratch.claim(run_dir, rank)
+    if ctx.get_local_rank() == 0:
+        scratch.remove_orphans(run_dir.parent)  # what killed runs (an ASHA-stopped group's) left on this node
     if history.finished:
         # Restored after its last report (the driver was killed before the group used it): saying it again was
         # all there was to do, and what the killed start left in the scratch folder can go.
-        _clean_scratch(run_dir, rank, ctx.get_local_rank())
+        scratch.release(run_dir, rank)
         return
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     stop_file = run_dir / f"rank{rank}.stop"
     stop_file.unlink(missing_ok=True)
     values = {"seed": int(config["seed"]), "horizon_steps": horizon, "run_dir": str(run_dir / "files")}
@@ -300,31 +303,17 @@ def _run(config: dict[str, Any], resume_dir: Path | None) -> None:
                _Relay(horizon, history.last, _seed_in_args(spec)) if rank == 0 else None, stop_file, history)
     except RunStopped:
         proc.terminate()
-        _clean_scratch(run_dir, rank, ctx.get_local_rank())
+        scratch.release(run_dir, rank)
+        raise
+    except Exception:
+        # A failed run keeps its folder: the error names its logs. Everything else the sweep keeps is in the
+        # run's Ray Train checkpoints by now, so a run that ended as it should (finished, diverged or stopped)
+        # removes the script's files (`{run_dir}`), staged checkpoints, reports and logs.
+        scratch.mark_failed(run_dir)
         raise
     finally:
         proc.terminate()
-    _clean_scratch(run_dir, rank, ctx.get_local_rank())
-
-
-def _clean_scratch(run_dir: Path, rank: int, local_rank: int) -> None:
-    """Remove this rank's part of the run's scratch folder once the run ended as it should (finished, diverged
-    or stopped): the script's files (`{run_dir}`), staged checkpoints, reports and logs. Everything the sweep
-    keeps is in the run's Ray Train checkpoints by now. A failed run keeps its folder: the error names its logs."""
-    for name in (f"rank{rank}.log", f"rank{rank}.stop"):
-        (run_dir / name).unlink(missing_ok=True)
-    if local_rank == 0:
-        # The script's own folder is one per node, shared by its ranks, whose scripts have ended or are ending
-        # (every rank saw the same last report): removing it under a late writer is harmless, an error is ignored.
-        shutil.rmtree(run_dir / "files", ignore_errors=True)
-    if rank == 0:  # only rank 0 takes reports and stages checkpoints
-        shutil.rmtree(run_dir / "stage", ignore_errors=True)
-        for name in ("reports.jsonl", "reports.jsonl.ack"):
-            (run_dir / name).unlink(missing_ok=True)
-    try:
-        run_dir.rmdir()  # once every rank on this node has taken its part away
-    except OSError:
-        pass
+    scratch.release(run_dir, rank)
 
 
 def _watch(proc: ScriptProcess, spec: dict[str, Any], rank: int, world: int, group: Any, horizon: int,

@@ -169,10 +169,11 @@ def test_the_changed_double_swept_with_2_workers_and_predicted_rungs_survives_a_
         ckpts = sorted((sweep_dir / "train" / f"{baseline['id']}-seed{seed}").glob("step_*"))
         assert 1 <= len(ckpts) <= 2 and ckpts[-1].name == f"step_{HORIZON:08d}", ckpts
         assert (ckpts[-1] / "ckpt.pt").exists()
-    # No scratch left by the baseline's runs, which finished (the killed start's runs were restarted and
-    # finished too). A group ASHA stops is torn down with its Tune trial, launcher included: its scratch stays.
-    left = [p for p in (Path(env["RAY_TMPDIR"]) / "schedsweep-scratch").glob(f"{baseline['id']}-seed*/**/*")
-            if p.is_file()]
+    # No scratch left on the node: the baseline's runs finished and removed theirs; the killed start's runs and
+    # a group ASHA stopped were torn down before they could, and a later seed run or the sweep's end removed
+    # what they left (trainable.scratch).
+    root = Path(env["RAY_TMPDIR"]) / "schedsweep-scratch"
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
     assert not left, left
 
 

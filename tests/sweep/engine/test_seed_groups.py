@@ -282,11 +282,15 @@ def test_sweep_groups_stop_as_one_and_optuna_sees_complete_only_for_finished(tmp
     d["search_space"] = {"warmup_frac": {"choices": [0.0, 0.95]}, "hold_frac": 1.0, "shape": "cosine", "floor": 0.1}
     path = tmp_path / "groups.yaml"
     path.write_text(yaml.safe_dump(d))
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=tmp_path,
-                          env={**ray_env(tmp_path), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-                          timeout=600)
+    env = {**ray_env(tmp_path), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "sweep folder" in proc.stdout and "mlflow ui" in proc.stdout
+    # The stopped group's seed runs were torn down with its Tune trial, before they could remove their scratch
+    # folders (staged checkpoints): the sweep's end removed them, and the finished runs removed their own.
+    scratch_root = Path(env["TMPDIR"]) / "schedsweep-scratch"
+    assert not (sorted(scratch_root.rglob("*")) if scratch_root.exists() else []), sorted(scratch_root.rglob("*"))
 
     sweep_dir = tmp_path / "sweeps" / "groups"
     trials = read_trials(sweep_dir / "tune")
