@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import Any, Iterator
 
+from sweep.engine.ray_prints import route_ray_prints
+
 # Defaults that make small sweeps responsive; a user's environment wins.
 _ENV_DEFAULTS = {
     # Ray Train polls workers this often; each report waits up to one interval (2 s by default).
@@ -87,7 +89,8 @@ _ROUTED_LOGGERS = ("ray", "py.warnings", "mlflow", "optuna", "alembic", "urllib3
 def logs_to_file(path: str) -> Iterator[str]:
     """While the block runs, write Ray's, Tune's and the libraries' log records to `path` instead of the
     terminal (Python warnings too); yields `path`. The sweep's own lines (its progress callback prints, it
-    does not log) stay on screen. The loggers are put back as they were afterwards.
+    does not log) stay on screen. The loggers are put back as they were afterwards; what Ray's driver thread
+    print()s goes to `path` from now on (`sweep.engine.ray_prints`).
 
     Ray attaches a stderr handler to its "ray" logger when it is imported and Tune logs through children of
     it; their stream handlers are taken off and one file handler takes their place, so an error Tune logs is
@@ -108,6 +111,7 @@ def logs_to_file(path: str) -> Iterator[str]:
         logger.addHandler(handler)
         logger.propagate = False
     logging.captureWarnings(True)
+    route_ray_prints(path)  # and what Ray's driver thread print()s (raylet warnings), which no logger carries
     try:
         yield path
     finally:

@@ -1,0 +1,57 @@
+"""Ray's driver print thread goes to the sweep's log, everything else stays on the terminal (sweep.engine.ray_prints)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from sweep.engine.ray_prints import RAY_PRINT_THREAD, route_ray_prints
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the shared test helpers
+from test_sweep_run_helpers import ray_env  # noqa: E402
+
+
+def print_from(thread_name: str, *parts: str, stream: str = "stdout") -> None:
+    def emit() -> None:
+        for part in parts:
+            print(part, end="", file=getattr(sys, stream), flush=True)
+
+    t = threading.Thread(target=emit, name=thread_name)
+    t.start()
+    t.join()
+
+
+def test_only_rays_print_thread_is_routed_and_a_later_sweep_takes_it_over(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    route_ray_prints(str(first))
+    # Ray prints a coloured "(raylet)" prefix and the message in pieces; a line may arrive in several writes.
+    print_from(RAY_PRINT_THREAD, "\x1b[33m(raylet)\x1b[0m WARNING: 14 PYTHON worker", " processes\n")
+    print_from(RAY_PRINT_THREAD, "(raylet) on stderr\n", stream="stderr")
+    print("[sweep    1.0s] start  abc (constant)")  # the sweep's own line, from the main thread
+    print_from("some-other-thread", "(raylet) a line of ours that merely looks like Ray's\n")
+    route_ray_prints(str(second))  # a second sweep in the same process: no second wrapper, a new target
+    print_from(RAY_PRINT_THREAD, "after the first sweep\n")
+    out, err = capsys.readouterr()
+    assert out == "[sweep    1.0s] start  abc (constant)\n(raylet) a line of ours that merely looks like Ray's\n"
+    assert err == ""
+    lines = first.read_text().splitlines()
+    assert [line.split(" RAY ray.driver: ")[1] for line in lines] == [
+        "(raylet) WARNING: 14 PYTHON worker processes", "(raylet) on stderr"]
+    assert second.read_text().endswith("ray.driver: after the first sweep\n")
+    assert sys.stdout.isatty() is False and sys.stdout.encoding  # the real stream's attributes show through
+
+
+@pytest.mark.ray
+def test_a_ray_driver_has_the_print_thread_that_is_routed(tmp_path: Path) -> None:
+    """The routing is keyed on the thread's name: a Ray upgrade that renames it must fail here."""
+    code = ("import threading, ray; ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False); "
+            "print(sorted(t.name for t in threading.enumerate())); ray.shutdown()")
+    proc = subprocess.run([sys.executable, "-c", code], env=ray_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert repr(RAY_PRINT_THREAD) in proc.stdout, proc.stdout
