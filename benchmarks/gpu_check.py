@@ -15,6 +15,9 @@ step never hides the others:
 3. `sweep`: `sweep run` of a 2-group sweep (baselines `constant` and `wsd_sqrt`, one seed, one GPU per seed
    run) end to end: wall time, each group's time to its first result (start-up + first eval interval) and
    its total, from Tune's result files.
+4. `nanogpt`: the nanoGPT-style test double (tests/fixtures/nanogpt_double) with the diff of
+   docs/bring-your-own-trainer.md applied, on the GPU: its DDP branch alone with the device and backend the
+   launcher sets (`cuda:0`, NCCL), then a one-group sweep of it through the `script:` backend with one GPU.
 The dry run does the same with the `tiny` model on CPU in fp32 and without `torch.compile` (CPU inductor
 needs a C++ toolchain and minutes), so CI proves the script's plumbing, not GPU figures.
 """
@@ -166,6 +169,52 @@ def gpu_sweep(data: Path, dry: bool, folder: Path) -> dict[str, Any]:
     return {"model": cfg["trainer"]["model"], "steps": steps, "wall_s": round(wall, 1), "groups": groups}
 
 
+def nanogpt_double(dry: bool, folder: Path) -> dict[str, Any]:
+    """The docs' change to a nanoGPT-style script, on the GPU (CPU and gloo in the dry run)."""
+    sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "sweep" / "engine")]
+    from test_nanogpt_double import HORIZON, SMALL, make_double
+
+    script = make_double(folder / "nanogpt", True)
+    cuda = torch.cuda.is_available() and not dry
+    device = "cuda:0" if cuda else "cpu"
+    args = [a for a in SMALL if not a.startswith("--device=")] + [f"--device={'cuda' if cuda else 'cpu'}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29733",
+           "SCHEDSWEEP_DEVICE": device, "SCHEDSWEEP_DIST_BACKEND": "nccl" if cuda else "gloo"}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(script), *args, "--max_iters=8", "--eval_interval=4",
+                           "--lr-schedule", "wsd_sqrt"], cwd=script.parent, capture_output=True, text=True, env=env,
+                          timeout=600)
+    if proc.returncode != 0 or "step 8:" not in proc.stdout:
+        raise RuntimeError(f"the DDP branch exited {proc.returncode}: {proc.stderr[-2000:]}")
+    ddp_s = time.perf_counter() - started
+    cfg = {
+        "name": "nanogptcheck",
+        "script": {"path": str(script), "horizon_steps": HORIZON, "timeout_s": 300,
+                   "args": [*args, "--max_iters={horizon_steps}", "--eval_interval=4", "--out_dir={run_dir}/out"],
+                   "env": {"OMP_NUM_THREADS": "1"}},
+        "search_space": "wsd", "baselines": ["nanogpt_cosine"], "seeds": [0], "budget": 0,
+        "scheduler": {"enabled": False},
+        "resources": {"workers": 1, "use_gpu": cuda, "cpus_per_worker": 1 if cuda else 0.5},
+        "max_concurrent_trials": 1, "storage": str(folder / "sweeps"),
+    }
+    path = folder / "nanogptcheck.yaml"
+    path.write_text(json.dumps(cfg))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=folder, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"sweep run exited {proc.returncode}: {proc.stderr[-2000:]}")
+    (trial,) = (folder / "sweeps" / "nanogptcheck" / "tune").glob("*/result.json")
+    last = json.loads(trial.read_text().splitlines()[-1])
+    if last["status"] != "finished" or last["step"] != HORIZON:
+        raise RuntimeError(f"the script's group did not finish: {last}")
+    return {"device": device, "ddp_branch_s": round(ddp_s, 1), "sweep_wall_s": round(wall, 1),
+            "val_loss": last["val_loss"], **{k: next(iter(last["per_seed"].values()))[k]
+                                             for k in ("seed_read", "schedule_read")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="tiny model on CPU: every step, no GPU figures")
@@ -183,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         step("env", env_info, report)
         step("throughput", lambda: throughput(data, args.dry_run, args.repeats), report)
         step("sweep", lambda: gpu_sweep(data, args.dry_run, Path(tmp)), report)
+        step("nanogpt", lambda: nanogpt_double(args.dry_run, Path(tmp)), report)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk not in ("runs", "traceback")} if isinstance(v, dict)
                       else v for k, v in report.items()}, indent=1))

@@ -1,5 +1,6 @@
 """`benchmarks/gpu_check.py --dry-run`: the GPU check's every step (environment, trainer vs plain loop,
-a 2-group sweep end to end) at tiny size on CPU, so the script is known to work the day a GPU is at hand."""
+a 2-group sweep end to end, the nanoGPT-style double changed as the docs say) at tiny size on CPU, so the
+script is known to work the day a GPU is at hand."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def test_gpu_check_dry_run_does_every_step_and_prints_one_json(tmp_path: Path) -
     sweep = report["sweep"]
     assert len(sweep["groups"]) == 2 and all(g["status"] == "finished" for g in sweep["groups"])
     assert all(0 < g["first_result_s"] <= g["total_s"] for g in sweep["groups"])
+    # The docs' nanoGPT change: its DDP branch on the launcher's device and backend, then swept; the hook read.
+    assert report["nanogpt"]["device"] == "cpu", report["nanogpt"]
+    assert report["nanogpt"]["seed_read"] == 1.0 and report["nanogpt"]["schedule_read"] == 1.0
     # The printed summary is the same JSON, without the bulky per-run rows.
     printed = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     assert printed["sweep"]["wall_s"] == sweep["wall_s"] and "runs" not in printed["throughput"]
