@@ -184,14 +184,14 @@ LAW_PRESETS: dict[str, MultiPowerLaw] = {
     "mpl_100m": MultiPowerLaw(L0=2.651, A=0.601, alpha=0.453, B=437.946, C=2.132, beta=0.598, gamma=0.655),
     "mpl_400m": MultiPowerLaw(L0=2.375, A=0.654, alpha=0.429, B=523.425, C=2.025, beta=0.594, gamma=0.635),
     # The proving ground (docs/proving_ground.md): our own fit (`fit`, paper form) to the seed-mean curves of
-    # the 6 presets that warm up, 4 seeds, eval steps 150..1200 of 1,200 at peak LR 4e-3
+    # the 6 presets that warm up, 5 seeds, eval steps 150..1200 of 1,200 at peak LR 4e-3
     # (benchmarks/proving_ground_law.py; figures in BENCHMARKS.md). It predicts the final loss of 4 held-out
-    # shapes within 0.010 nats on average (max 0.022) and ranks the 10 shapes with a warmup with Spearman
+    # shapes within 0.008 nats on average (max 0.016) and ranks the 10 shapes with a warmup with Spearman
     # 0.976. L0 and beta sit on their bounds: an empirical fit of a 1,200-step horizon, not a statement about
     # the irreducible loss; outside ~600-2,400 steps it is an extrapolation. Shapes without a warmup are
-    # unstable at 4e-3 on this model (0.35-0.44 nats worse than the law says); the law does not model that.
-    "proving_ground": MultiPowerLaw(L0=4.24237e-12, A=2.45582, alpha=0.156157, B=1607.12, C=0.0118488, beta=0.01,
-                                    gamma=1.43918),
+    # unstable at 4e-3 on this model (0.34-0.45 nats worse than the law says); the law does not model that.
+    "proving_ground": MultiPowerLaw(L0=1.04637e-16, A=2.4604, alpha=0.156553, B=1671.38, C=0.0128332, beta=0.01,
+                                    gamma=1.41331),
 }
 PRESET_PEAK_LR = 3e-4
 
@@ -212,7 +212,7 @@ class PresetSetting:
 _PAPER_SETTING = PresetSetting(peak_lr=PRESET_PEAK_LR, noise_std=0.0015, seed_offset_std=0.001)
 _PRESET_SETTINGS: dict[str, PresetSetting] = {name: _PAPER_SETTING for name in ("mpl_25m", "mpl_100m", "mpl_400m")}
 # Measured on the proving ground's final losses (two-way ANOVA over shapes x seeds, shapes with a warmup).
-_PRESET_SETTINGS["proving_ground"] = PresetSetting(peak_lr=4e-3, noise_std=0.0088, seed_offset_std=0.0128)
+_PRESET_SETTINGS["proving_ground"] = PresetSetting(peak_lr=4e-3, noise_std=0.0089, seed_offset_std=0.011)
 
 
 def preset_setting(law: str | Any) -> PresetSetting:
