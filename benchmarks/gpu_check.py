@@ -135,6 +135,18 @@ def throughput(data: Path, dry: bool, repeats: int) -> dict[str, Any]:
     }
 
 
+def run_sweep_cli(cfg: dict[str, Any], folder: Path) -> float:
+    """`sweep run` of `cfg` as a user runs it, in `folder`; its wall time in seconds."""
+    path = folder / f"{cfg['name']}.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=folder, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"sweep run exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
 def gpu_sweep(data: Path, dry: bool, folder: Path) -> dict[str, Any]:
     model, micro, seq, _ = SIZES["dry" if dry else "gpu"]
     steps = 20 if dry else 200
@@ -150,14 +162,7 @@ def gpu_sweep(data: Path, dry: bool, folder: Path) -> dict[str, Any]:
         "resources": {"workers": 1, "use_gpu": cuda, "cpus_per_worker": 1 if cuda else 0.5},
         "max_concurrent_trials": 1, "storage": str(folder / "sweeps"),
     }
-    path = folder / "gpucheck.yaml"
-    path.write_text(json.dumps(cfg))  # JSON is YAML
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=folder, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"sweep run exited {proc.returncode}: {proc.stderr[-2000:]}")
+    wall = run_sweep_cli(cfg, folder)
     groups = []
     for trial in sorted((folder / "sweeps" / "gpucheck" / "tune").glob("*/result.json")):
         results = [json.loads(line) for line in trial.read_text().splitlines() if line.strip()]
@@ -198,14 +203,7 @@ def nanogpt_double(dry: bool, folder: Path) -> dict[str, Any]:
         "resources": {"workers": 1, "use_gpu": cuda, "cpus_per_worker": 1 if cuda else 0.5},
         "max_concurrent_trials": 1, "storage": str(folder / "sweeps"),
     }
-    path = folder / "nanogptcheck.yaml"
-    path.write_text(json.dumps(cfg))
-    started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=folder, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"sweep run exited {proc.returncode}: {proc.stderr[-2000:]}")
+    wall = run_sweep_cli(cfg, folder)
     (trial,) = (folder / "sweeps" / "nanogptcheck" / "tune").glob("*/result.json")
     last = json.loads(trial.read_text().splitlines()[-1])
     if last["status"] != "finished" or last["step"] != HORIZON:
