@@ -45,8 +45,8 @@ def claim(run_dir: Path, rank: int) -> None:
     """Make `run_dir` (created if missing) owned by this process as `rank` until it exits or `release`s it.
 
     Call it before writing anything into the folder. It waits (up to a minute) while an earlier process of
-    the same run and rank is still exiting, then goes on without the lock, which only means the folder may be
-    left behind."""
+    the same run and rank is still exiting, then goes on without the lock: once that process has ended, a
+    cleaner may then take the folder away under this one (its files were scratch, but the run may fail)."""
     path = _owner_file(run_dir, rank)
     if str(path) in _held:
         return

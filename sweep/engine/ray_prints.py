@@ -40,10 +40,18 @@ class _RayPrintsToFile:
         with self._lock:
             *lines, self._partial = (self._partial + text).split("\n")
             if lines:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-                with open(self.path, "a", encoding="utf-8") as out:
-                    out.writelines(f"{stamp} RAY ray.driver: {_ANSI.sub('', line)}\n" for line in lines if line.strip())
+                self._to_log([line for line in lines if line.strip()])
         return len(text)
+
+    def _to_log(self, lines: list[str]) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.writelines(f"{stamp} RAY ray.driver: {_ANSI.sub('', line)}\n" for line in lines)
+        except OSError:
+            # The log's folder is gone (a sweep started again with --overwrite, a caller's temp folder). An error
+            # raised here would end Ray's thread, and with it every later message: show them instead.
+            self._stream.writelines(f"{line}\n" for line in lines)
 
     def flush(self) -> None:
         self._stream.flush()

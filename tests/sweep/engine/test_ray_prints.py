@@ -46,6 +46,23 @@ def test_only_rays_print_thread_is_routed_and_a_later_sweep_takes_it_over(tmp_pa
     assert sys.stdout.isatty() is False and sys.stdout.encoding  # the real stream's attributes show through
 
 
+def test_a_log_that_cannot_be_written_shows_rays_lines_instead_of_ending_its_thread(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    route_ray_prints(str(tmp_path / "gone" / "sweep.log"))  # the sweep folder was removed
+    errors = []
+    thread = threading.Thread(target=lambda: _print_or_record(errors), name=RAY_PRINT_THREAD)
+    thread.start()
+    thread.join()
+    assert errors == [] and capsys.readouterr().out == "(raylet) WARNING: still shown\n"
+
+
+def _print_or_record(errors: list) -> None:
+    try:
+        print("(raylet) WARNING: still shown", flush=True)
+    except Exception as err:  # what would end Ray's thread
+        errors.append(err)
+
+
 @pytest.mark.ray
 def test_a_ray_driver_has_the_print_thread_that_is_routed(tmp_path: Path) -> None:
     """The routing is keyed on the thread's name: a Ray upgrade that renames it must fail here."""
