@@ -33,6 +33,7 @@ from trainable.config import TrainConfig
 from trainable.report_history import ReportHistory
 from trainable.reporting import Report
 from trainable.run_control import RunStopped, run_scratch_dir, stop_requested
+from trainable.startup_trace import mark
 
 _RANK0_FILES = ("model.pt", "optimizer.pt", "meta.json")
 
@@ -115,6 +116,8 @@ def train_worker(config: dict[str, Any]) -> None:
         return
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    # Ray Train has started this worker process and created the process group by now.
+    mark("train_fn_entered", run=ctx.get_experiment_name(), rank=rank)
     run_scratch = run_scratch_dir(config.get("scratch_dir"), ctx.get_experiment_name())
     scratch.claim(run_scratch, rank)
     if ctx.get_local_rank() == 0:

@@ -42,6 +42,7 @@ from trainable.losses import make_train_loss
 from trainable.model import GPT
 from trainable.optim import build_optimizer
 from trainable.reporting import Hooks, Report, TrainResult
+from trainable.startup_trace import mark
 from trainable.throughput import ThroughputMeter, peak_flops
 
 __all__ = ["Report", "TrainResult", "Hooks", "Trainer", "train", "main"]
@@ -77,6 +78,7 @@ def train(cfg: TrainConfig, hooks: Hooks | None = None, resume_from: str | Path 
     `TrainResult`; status `finished` or `diverged` (a diverged run still returns normally).
     """
     env = setup_distributed(cfg.device)
+    mark("process_group_ready", rank=env.rank, world_size=env.world_size)
     try:
         return Trainer(cfg, env, hooks).run(resume_from)
     finally:
@@ -104,6 +106,7 @@ class Trainer:
         # Same seed on every rank: identical initial weights (DDP would broadcast rank 0's anyway).
         torch.manual_seed(cfg.seed)
         self.raw_model = GPT(cfg.model.gpt).to(self.device)
+        mark("model_built", rank=env.rank)
         self.model: torch.nn.Module = torch.compile(self.raw_model) if cfg.compile else self.raw_model
         self.eval_model = self.model  # the compiled module without the DDP wrapper
         self.ddp: DDP | None = None
@@ -124,6 +127,7 @@ class Trainer:
         check_folder_vocab(cfg.model.gpt.vocab_size, self.data_dir)  # again: the folder may have changed since
         lengths = tokenizer_of_folder(self.data_dir).byte_lengths()
         self.byte_lengths = torch.as_tensor(lengths, dtype=torch.int64, device=self.device)
+        mark("data_ready", rank=env.rank)
 
         self.meter = ThroughputMeter(
             self.raw_model.flops_per_token(b.seq_len), env.world_size, peak_flops(self.device, self.dtype)
@@ -155,8 +159,11 @@ class Trainer:
         loss_sum, loss_steps = 0.0, 0  # train loss since the last report (Python float = float64)
         self.model.train()
         self.meter.resume()
+        first_step = self.step + 1
         while self.step < self.total_steps:
             self.train_step()
+            if self.step == first_step:
+                mark("first_step", rank=self.env.rank, step=self.step)
             at_eval = self.step % self.cfg.eval.interval == 0 or self.step == self.total_steps
             # The newest step's loss may stay in flight (one step of lag) unless we report now.
             stop = False
@@ -311,6 +318,8 @@ class Trainer:
         if final:
             metrics["status"] = status
         report = Report(self.step, metrics["tokens"], metrics, checkpoint_dir, final)
+        if self.env.is_main:
+            mark("report", step=self.step, tokens_per_s=tps, elapsed_s=metrics["elapsed_s"], final=final)
         if self.hooks is not None:
             self.hooks.on_report(report)
         elif self.env.is_main:

@@ -40,6 +40,7 @@ from sweep.engine.aggregation import GroupAggregator, train_run_name
 from sweep.engine.rung_metrics import COOLDOWN, RungScorer
 from trainable.ray_trainable import train_worker
 from trainable.run_control import StopSignal, default_scratch_dir
+from trainable.startup_trace import mark
 
 _POLL_S = 0.5
 
@@ -188,6 +189,7 @@ def group_trial(config: dict[str, Any]) -> None:
     plus the sweep's fixed keys).
     """
     trial_id = tune.get_context().get_trial_id()
+    mark("group_entered", trial=trial_id)
     spec = TrialSpec.from_config(config)
     # One scratch folder for every seed run of the group (each run's ranks must agree on it).
     spec = replace(spec, scratch_dir=spec.scratch_dir or default_scratch_dir())
@@ -203,6 +205,7 @@ def group_trial(config: dict[str, Any]) -> None:
     agg.last_emitted = emitted_step(spec, trial_id)
     for run in runs:
         run.start()
+    mark("seeds_started", trial=trial_id)
 
     while True:
         # Read `alive` before the get: if nobody was alive then and the queue is empty now, it is drained.

@@ -29,6 +29,7 @@ from ray.tune import Callback
 from sweep.core.notices import SCHEDULE_IGNORED, TwinCurves, result_notices
 from sweep.core.outcome import GroupOutcome, describe_config, outcome_from_result, outcome_from_trial, rank_groups
 from sweep.core.status import PRUNED
+from trainable.startup_trace import mark
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -132,6 +133,7 @@ class SweepProgress(Callback):
             self._live.update(self.live_view(trials), refresh=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        mark("trial_started", trial=trial.trial_id)  # Tune has placed the trial (start-up benchmark)
         seeds = trial.config.get("seeds", [])
         self._print(f"start  {trial.trial_id} ({describe_config(trial.config)}) seeds {list(seeds)}")
         self._refresh(trials)
