@@ -39,7 +39,9 @@ def plot_schedules(named: dict[str, Schedule], total_steps: int, path: str | Pat
     axes.set_ylim(-0.02, 1.05)
     axes.grid(True, alpha=0.3)
     axes.legend(loc="lower left", fontsize="small")
-    figure.tight_layout()
+    # Fixed margins that fit these labels, not tight_layout(): that lays the figure out by drawing it once more,
+    # a quarter of the plot's time, and the sweep draws one per group in its driver loop (benchmarks/driver_scale.py).
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.11, top=0.93)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
