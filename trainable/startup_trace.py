@@ -8,8 +8,8 @@ name, the rank, a step). Every process on a machine shares one clock, so the lin
 trial and a Train worker line up. Ray's raylet inherits the environment of the driver that starts it, so
 setting the variable before `sweep run` reaches every worker of a local cluster.
 
-A mark costs one `os.environ` lookup when tracing is off, and is never in the training loop: the trainer
-marks its first optimizer step once.
+A mark costs one `os.environ` lookup when tracing is off. The trainer calls it a handful of times at start,
+once at its first optimizer step and once per eval, never per step.
 """
 
 from __future__ import annotations
@@ -37,10 +37,6 @@ def _process_started() -> float | None:
         return now - (uptime - started_after_boot)
     except (OSError, ValueError, IndexError):
         return None
-
-
-def enabled() -> bool:
-    return bool(os.environ.get(ENV_VAR))
 
 
 def mark(event: str, **fields: Any) -> None:
