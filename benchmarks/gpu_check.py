@@ -135,13 +135,15 @@ def throughput(data: Path, dry: bool, repeats: int) -> dict[str, Any]:
     }
 
 
-def run_sweep_cli(cfg: dict[str, Any], folder: Path) -> float:
-    """`sweep run` of `cfg` as a user runs it, in `folder`; its wall time in seconds."""
+def run_sweep_cli(cfg: dict[str, Any], folder: Path, env: dict[str, str] | None = None, timeout_s: int = 900) -> float:
+    """`sweep run` of `cfg` as a user runs it, in `folder` (created if missing), with `env` added to the
+    environment; its wall time in seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{cfg['name']}.yaml"
     path.write_text(json.dumps(cfg))  # JSON is YAML
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "sweep.cli", "run", str(path)], cwd=folder, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"sweep run exited {proc.returncode}: {proc.stderr[-2000:]}")
     return time.perf_counter() - started

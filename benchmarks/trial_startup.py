@@ -35,6 +35,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# The benchmarks' one way to run a sweep config through the CLI (this script's folder is on sys.path).
+from gpu_check import run_sweep_cli
+
 from trainable import startup_trace
 from trainable.config import load_yaml
 
@@ -63,11 +66,10 @@ def run_traced(cmd: list[str], cwd: Path, trace: Path, env: dict[str, str] | Non
     return started, wall
 
 
-def sweep_cmd(cfg: dict[str, Any], folder: Path) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{cfg['name']}.yaml"
-    path.write_text(json.dumps(cfg))  # JSON is YAML
-    return [sys.executable, "-m", "sweep.cli", "run", str(path)]
+def sweep_traced(cfg: dict[str, Any], folder: Path, trace: Path) -> tuple[float, float]:
+    """`sweep run` of `cfg` in `folder` with tracing into `trace`; (its start as a Unix time, its wall time)."""
+    started = time.time()
+    return started, run_sweep_cli(cfg, folder, env={startup_trace.ENV_VAR: str(trace)}, timeout_s=1800)
 
 
 def sweep_config(name: str, folder: Path, steps: int, baselines: list[str], seeds: list[int], workers: int,
@@ -130,7 +132,7 @@ def startup_breakdown(folder: Path, groups: int, steps: int) -> dict[str, Any]:
     baselines = ["constant", "wsd_sqrt", "linear_to_zero", "nanogpt_cosine", "wsd_exp"][:groups]
     cfg = sweep_config("startup", folder, steps, baselines, [0, 1], workers=2, cpus_per_worker=0.5)
     trace = folder / "trace-startup"
-    started, wall = run_traced(sweep_cmd(cfg, folder), folder, trace)
+    started, wall = sweep_traced(cfg, folder, trace)
     rows = startup_trace.read(trace)
     trials = [r["trial"] for r in rows if r["event"] == "trial_started"]
     per_group = [{"trial": t, **group_breakdown(rows, t)} for t in trials]
@@ -171,7 +173,7 @@ def wrapper_overhead(folder: Path, repeats: int, steps: int) -> dict[str, Any]:
 
         cfg = sweep_config(f"wrapper{r}", folder, steps, ["nanogpt_cosine"], [0], workers=2, cpus_per_worker=1)
         trace = folder / f"trace-sweep-{r}"
-        started, wall = run_traced(sweep_cmd(cfg, folder), folder, trace)
+        started, wall = sweep_traced(cfg, folder, trace)
         runs["sweep"].append(run_figures(startup_trace.read(trace), started, wall))
         print(f"repeat {r}: torchrun {runs['torchrun'][-1]}, sweep {runs['sweep'][-1]}", flush=True)
     ratios = {
