@@ -87,15 +87,17 @@ def outcome_from_group_run(run: Any, seed_runs: dict[str, Any]) -> GroupOutcome:
     report, the final loss of a finished group. The schedule is parsed back from the group run's params."""
     tags, metrics = run.data.tags, run.data.metrics
     finals = {s: r.data.metrics for s, r in seed_runs.items()}
+    # A running group's step: its latest metric step (older versions also wrote it as a tag).
+    last_step = max([*latest_metric_steps(run), int(tags.get(TAG_LAST_STEP, 0))])
     return GroupOutcome(
         group_id=tags[TAG_GROUP], label=tags.get(TAG_LABEL, SEARCH_LABEL),
         status=GroupStatus.parse(tags.get(TAG_STATUS)),
-        step=int(metrics.get("final_step", int(tags.get(TAG_LAST_STEP, 0)))),
+        step=int(metrics.get("final_step", last_step)),
         final_val_loss={s: m["val_loss"] for s, m in finals.items() if "val_loss" in m},
         final_val_bpb={s: m["val_bpb"] for s, m in finals.items() if "val_bpb" in m},
         run_id=run.info.run_id, seed_runs={s: r.info.run_id for s, r in seed_runs.items()},
         schedule=schedule_from_params(run.data.params),
-        notices=hook_notices({s: {"step": tags.get(TAG_LAST_STEP, 1), **m} for s, m in finals.items()}),
+        notices=hook_notices({s: {"step": last_step or 1, **m} for s, m in finals.items()}),
     )
 
 

@@ -42,7 +42,8 @@ def test_stage_run_is_nested_and_a_replayed_step_is_not_logged_twice(tmp_path: P
     seed_run = stage._runs[("seed", "g1", "0")]
     assert client.get_run(seed_run).data.params["source_group"] == "abc"
 
-    # The driver died after step 500's metrics were committed but before its tag was: the tag says 250.
+    # A store logged by an older version, which also wrote a last-step tag, whose driver died after step 500's
+    # metrics were committed but before that tag was: the tag says 250, the metrics 500.
     client.set_tag(seed_run, TAG_LAST_STEP, "250")
     resumed = pickle.loads(pickle.dumps(stage))  # what Tuner.restore brings back
     resumed.setup()

@@ -256,3 +256,21 @@ def test_the_experiment_is_a_training_experiment_and_runs_are_named_by_their_sha
     fresh = f"sqlite:///{tmp_path / 'n.db'}"
     _callback(fresh)  # a new store: the experiment is created with the kind
     assert MlflowClient(fresh).get_experiment_by_name("exp").tags[TAG_EXPERIMENT_KIND] == TRAINING_EXPERIMENT
+
+
+def test_a_running_groups_step_comes_from_its_metrics_and_the_train_run_tag_follows_a_restart(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    cb = _callback(uri)
+    t = _trial("g1")
+    cb.on_trial_start(iteration=0, trials=[t], trial=t)
+    cb.on_trial_result(iteration=1, trials=[t], trial=t, result=_result(10))
+    later = _result(20)
+    later["per_seed"]["1"]["train_run"] = "t-seed1-restarted"  # seed 1's Train run was started again
+    cb.on_trial_result(iteration=2, trials=[t], trial=t, result=later)
+
+    (group,) = groups_from_mlflow(uri, "exp", "s1")
+    assert group.step == 20  # no per-step tag is written: the group run's latest metric step says it
+    seeds = {r.data.tags["schedsweep.seed"]: r for r in _runs(uri) if r.data.tags[TAG_KIND] == "seed"}
+    assert seeds["0"].data.tags["schedsweep.train_run"] == "t-seed0"
+    assert seeds["1"].data.tags["schedsweep.train_run"] == "t-seed1-restarted"
+    assert all("schedsweep.last_step" not in r.data.tags for r in _runs(uri))

@@ -31,8 +31,8 @@ from search_spaces import schedule_from_dict
 from sweep.core.outcome import outcomes_from_result_grid
 from sweep.tracking.callback import MLflowSweepCallback
 from sweep.tracking.progress import SweepProgress, leaderboard
-from sweep.tracking.queries import groups_from_mlflow
-from sweep.tracking.tags import (TAG_GROUP, TAG_KIND, TAG_LAST_STEP, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP,
+from sweep.tracking.queries import groups_from_mlflow, latest_metric_steps
+from sweep.tracking.tags import (TAG_GROUP, TAG_KIND, TAG_PARENT, TAG_SEED, TAG_STATUS, TAG_SWEEP,
                                  TAG_TRAIN_RUN)
 from servers import mlflow_server, pids_with_env, short_tmp
 from test_mlflow_fixture import DIVERGED_PENALTY, group_trainable, seed_val_loss
@@ -190,7 +190,7 @@ def test_layout_on_mlflow_server(local_ray, tmp_path, monkeypatch, capsys):
         gid, seeds = seed_runs_of("pruned")
         assert groups[gid].info.status == "KILLED" and groups[gid].data.tags[TAG_STATUS] == "pruned"
         assert all(r.info.status == "KILLED" and r.data.tags[TAG_STATUS] == "pruned" for r in seeds.values())
-        assert groups[gid].data.tags[TAG_LAST_STEP] == "20"
+        assert groups[gid].data.metrics["final_step"] == 20
 
         # One seed diverged: the group fails; the diverged seed FAILED, its siblings were stopped.
         gid, seeds = seed_runs_of("diverged")
@@ -285,7 +285,7 @@ def test_resume_after_driver_killed(local_ray, tmp_path):
     assert len(before["group"]) == 2 and len(before["seed"]) == 6
     paused = next(r for r in before["group"] if r.info.status == "RUNNING")
     paused_gid = paused.data.tags[TAG_GROUP]
-    assert paused.data.tags[TAG_LAST_STEP] == "20"
+    assert max(latest_metric_steps(paused)) == 20  # where the resume picks it up
     ids_before = {r.info.run_id for kind in before.values() for r in kind}
 
     restored = tune.Tuner.restore(str(results / "resume"), trainable=tune.with_resources(group_trainable, {"cpu": 0.5}),
