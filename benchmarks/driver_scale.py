@@ -76,11 +76,12 @@ def sample_driver(pid: int, tune_dir: Path, every_s: float, out: list[tuple[floa
 
 def stack_shares(raw: Path) -> dict[str, Any]:
     """Shares of py-spy's collapsed samples (`frame;frame;... count` per line) by what their stacks hold."""
-    total = 0
+    total = unparsed = 0
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        if not stack:
+        if not stack or not n.isdigit():  # a frame name with a line break in it continues on the next line
+            unparsed += bool(stack)
             continue
         k = int(n)
         total += k
@@ -92,7 +93,8 @@ def stack_shares(raw: Path) -> dict[str, Any]:
             counts["optuna"] += k
         if "sqlalchemy" in stack and "mlflow" not in stack:
             counts["sqlalchemy_not_mlflow"] += k
-    return {"samples": total, **{k: v / total for k, v in counts.items()}} if total else {"samples": 0}
+    shares = {k: v / total for k, v in counts.items()} if total else {}
+    return {"samples": total, "unparsed_lines": unparsed, **shares}
 
 
 def main() -> int:
@@ -135,9 +137,9 @@ def main() -> int:
             print(text[-5000:])
             raise SystemExit(f"sweep run exited {rc}")
         out["memory_mb"] = memory
-        out["profile"] = stack_shares(raw) if raw.exists() else None
         if raw.exists() and args.stacks is not None:
             shutil.copy(raw, args.stacks)
+        out["profile"] = stack_shares(raw) if raw.exists() else None
         out["trials"] = len(list((folder / "sweeps" / "scale" / "tune").glob("*/result.json")))
         # Groups started per minute: does the driver slow down as the study grows?
         per_min: dict[int, int] = {}
