@@ -114,7 +114,10 @@ class Segments(VectorSchedule):
             if not mask.any():
                 continue
             a, b = levels[i], levels[i + 1]
-            u = (x[mask] - edges[i]) / (edges[i + 1] - edges[i])
+            width = edges[i + 1] - edges[i]
+            # A segment far shorter than one ulp of 1.0 (e.g. hold_frac = 1 - 1e-16) has no width left after the
+            # cumulative sum: only x on its end lands in it, so it is at its end level (0 / 0 would be NaN).
+            u = (x[mask] - edges[i]) / width if width > 0.0 else np.ones(int(mask.sum()))
             g = curve_fraction(seg.curve, u, seg.exponent)
             value = a + (b - a) * g
             # Rounding in a + (b - a) * g can step one ulp outside [a, b]; clamping keeps the schedule
