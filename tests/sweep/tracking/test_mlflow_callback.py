@@ -56,13 +56,19 @@ def _kinds(runs) -> dict[str, int]:
     return out
 
 
-def test_restored_callback_reuses_runs_and_skips_replayed_steps(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
+def _started(uri: str, *results: dict):
+    """A callback on `uri` with group g1 started and `results` logged, and the group's trial."""
     cb = _callback(uri)
     t = _trial("g1")
     cb.on_trial_start(iteration=0, trials=[t], trial=t)
-    cb.on_trial_result(iteration=1, trials=[t], trial=t, result=_result(10))
-    cb.on_trial_result(iteration=2, trials=[t], trial=t, result=_result(20))
+    for i, result in enumerate(results, start=1):
+        cb.on_trial_result(iteration=i, trials=[t], trial=t, result=result)
+    return cb, t
+
+
+def test_restored_callback_reuses_runs_and_skips_replayed_steps(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    cb, t = _started(uri, _result(10), _result(20))
 
     # What Tuner.restore does with the callback: unpickle it, then set it up again.
     restored = pickle.loads(pickle.dumps(cb))
@@ -260,13 +266,9 @@ def test_the_experiment_is_a_training_experiment_and_runs_are_named_by_their_sha
 
 def test_a_running_groups_step_comes_from_its_metrics_and_the_train_run_tag_follows_a_restart(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    cb = _callback(uri)
-    t = _trial("g1")
-    cb.on_trial_start(iteration=0, trials=[t], trial=t)
-    cb.on_trial_result(iteration=1, trials=[t], trial=t, result=_result(10))
     later = _result(20)
     later["per_seed"]["1"]["train_run"] = "t-seed1-restarted"  # seed 1's Train run was started again
-    cb.on_trial_result(iteration=2, trials=[t], trial=t, result=later)
+    _started(uri, _result(10), later)
 
     (group,) = groups_from_mlflow(uri, "exp", "s1")
     assert group.step == 20  # no per-step tag is written: the group run's latest metric step says it
