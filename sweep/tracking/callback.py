@@ -48,9 +48,9 @@ from sweep.tracking.params import (MAX_PARAM_CHARS, flatten, git_commit, loggabl
                                    schedule_params)
 from sweep.tracking.pending import HeldBackWrites, TrialView, Write
 from sweep.tracking.progress import leaderboard
-from sweep.tracking.queries import latest_metric_steps, search_all
+from sweep.tracking.queries import last_logged_step, search_all
 from sweep.tracking.tags import (GROUP_METRICS, KIND_GROUP, KIND_SEED, KIND_SWEEP, RUN_STATE, SEED_METRICS, TAG_GROUP,
-                                 TAG_KIND, TAG_LABEL, TAG_LAST_STEP, TAG_PARENT, TAG_PARENT_SWEEP, TAG_SEED, TAG_STAGE,
+                                 TAG_KIND, TAG_LABEL, TAG_PARENT, TAG_PARENT_SWEEP, TAG_SEED, TAG_STAGE,
                                  TAG_EXPERIMENT_KIND, TAG_STATUS, TAG_SWEEP, TAG_SWEEP_ID, TAG_TRAIN_RUN,
                                  TRAINING_EXPERIMENT, seed_status)
 
@@ -273,13 +273,9 @@ class MLflowSweepCallback(Callback):
             tags = run.data.tags
             key = (tags.get(TAG_KIND, ""), tags.get(TAG_GROUP, ""), tags.get(TAG_SEED, ""))
             self._runs.setdefault(key, run.info.run_id)  # oldest first: a stray duplicate never wins
-            # Where the run stands: its latest logged metric steps (search_runs returns them with each run).
-            # Sweeps logged by older versions also carry a last-step tag; a tag alone was not enough, since the
-            # sqlite store commits a log_batch's metrics and tags in separate transactions.
-            steps = [int(tags[TAG_LAST_STEP])] if TAG_LAST_STEP in tags else []
-            steps += latest_metric_steps(run)
-            if steps:
-                self._last_step[run.info.run_id] = max(steps)
+            step = last_logged_step(run)  # where the run stands
+            if step is not None:
+                self._last_step[run.info.run_id] = step
 
     def _delete_lost_runs(self, trials: list) -> None:
         """Group and seed runs of groups Tune does not know (at the first step of a run, restored or new).

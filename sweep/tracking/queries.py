@@ -87,8 +87,7 @@ def outcome_from_group_run(run: Any, seed_runs: dict[str, Any]) -> GroupOutcome:
     report, the final loss of a finished group. The schedule is parsed back from the group run's params."""
     tags, metrics = run.data.tags, run.data.metrics
     finals = {s: r.data.metrics for s, r in seed_runs.items()}
-    # A running group's step: its latest metric step (older versions also wrote it as a tag).
-    last_step = max([*latest_metric_steps(run), int(tags.get(TAG_LAST_STEP, 0))])
+    last_step = last_logged_step(run) or 0  # a running group's step
     return GroupOutcome(
         group_id=tags[TAG_GROUP], label=tags.get(TAG_LABEL, SEARCH_LABEL),
         status=GroupStatus.parse(tags.get(TAG_STATUS)),
@@ -99,6 +98,15 @@ def outcome_from_group_run(run: Any, seed_runs: dict[str, Any]) -> GroupOutcome:
         schedule=schedule_from_params(run.data.params),
         notices=hook_notices({s: {"step": last_step or 1, **m} for s, m in finals.items()}),
     )
+
+
+def last_logged_step(run: Any) -> int | None:
+    """The last step logged to a run returned by `search_runs` (None: nothing yet): its latest metric steps,
+    and the last-step tag that versions before 2026-12-07 wrote. The tag alone was never enough: the sqlite
+    store commits a `log_batch`'s metrics and its tags in separate transactions, so it could lag the metrics."""
+    tag = run.data.tags.get(TAG_LAST_STEP)
+    steps = latest_metric_steps(run) + ([int(tag)] if tag is not None else [])
+    return max(steps) if steps else None
 
 
 def latest_metric_steps(run: Any) -> list[int]:
