@@ -34,18 +34,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# The rung-metric benchmark's settings and Spearman, so both scripts score alike (this script's folder is on
+# sys.path).
+from rung_metrics_gpt import MIN_FIT_POINTS, PRIOR_STRENGTH, spearman  # noqa: E402
 from search_spaces import schedule_from_dict  # noqa: E402
 from trainable.config import TrainConfig  # noqa: E402
 from trainable.cooldown_probe import plan_probes, probe_multipliers  # noqa: E402
 from trainable.loss_law import default_prior, fit, infer_warmup_steps  # noqa: E402
 
-PRIOR_STRENGTH = 0.01  # as sweep.engine.rung_metrics
-MIN_FIT_POINTS = 4
 VARIANTS = ("default", "probe", "cv", "cv+probe")
 
 
@@ -115,11 +115,6 @@ def predictions(reports: list[dict], lrs: np.ndarray, rung: int, probe_len: int,
     return out
 
 
-def rho(x: list[float], y: list[float]) -> float:
-    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
-    return float(spearmanr(*zip(*pairs)).statistic) if len(pairs) >= 3 else math.nan
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "rung_metrics_proving_ground.json")
@@ -151,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             mean = {m: [float(np.mean([table[n][rung][s][m] for s in seeds])) for n in names] for m in metrics}
             final = [float(np.mean([table[n][rung][s]["final"] for s in seeds])) for n in names]
             row = {"rung": rung, "shapes": label, "n": len(names),
-                   "spearman": {m: rho(mean[m], final) for m in metrics},
+                   "spearman": {m: spearman(mean[m], final)[0] for m in metrics},
                    "mae": {v: float(np.nanmean(np.abs(np.subtract(mean[v], final)))) for v in VARIANTS}}
             summary.append(row)
             print(f"| {rung} | {label} ({len(names)}) | "
