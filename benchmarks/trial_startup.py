@@ -2,6 +2,7 @@
 
     python benchmarks/trial_startup.py [--groups 3] [--repeats 3] [--steps 400]
                                        [--out benchmarks/results/trial_startup.json]
+    python benchmarks/trial_startup.py --part env-ab --env KEY=VALUE ... [--groups 3] [--repeats 3]
 
 Both parts read wall-clock marks that the processes themselves write (`trainable.startup_trace`, switched on
 by `SCHEDSWEEP_STARTUP_TRACE`): the driver when Tune starts a trial, the trial when it enters and when its
@@ -16,6 +17,8 @@ and data built, and its first optimizer step, and rank 0 every report with its t
    with 2 workers, alternated, `--repeats` times. Steady-state tokens/s is rank 0's reported rate after the
    first eval (the meter excludes evals and checkpoints); wall time is the whole command's, start-up is the
    command's start -> the last rank's first optimizer step.
+3. `--part env-ab`: part 1's sweep without and with the `--env` settings (e.g. Ray Train's switches for its
+   per-run helper actors), alternated `--repeats` times in one run, for a side-by-side start-up figure.
 """
 
 from __future__ import annotations
@@ -66,10 +69,13 @@ def run_traced(cmd: list[str], cwd: Path, trace: Path, env: dict[str, str] | Non
     return started, wall
 
 
-def sweep_traced(cfg: dict[str, Any], folder: Path, trace: Path) -> tuple[float, float]:
-    """`sweep run` of `cfg` in `folder` with tracing into `trace`; (its start as a Unix time, its wall time)."""
+def sweep_traced(cfg: dict[str, Any], folder: Path, trace: Path,
+                 env: dict[str, str] | None = None) -> tuple[float, float]:
+    """`sweep run` of `cfg` in `folder` with tracing into `trace` and `env` added to the environment; (its
+    start as a Unix time, its wall time)."""
     started = time.time()
-    return started, run_sweep_cli(cfg, folder, env={startup_trace.ENV_VAR: str(trace)}, timeout_s=1800)
+    return started, run_sweep_cli(cfg, folder, env={startup_trace.ENV_VAR: str(trace), **(env or {})},
+                                  timeout_s=1800)
 
 
 def sweep_config(name: str, folder: Path, steps: int, baselines: list[str], seeds: list[int], workers: int,
@@ -128,16 +134,34 @@ def group_breakdown(rows: list[dict[str, Any]], trial: str) -> dict[str, float]:
     }
 
 
-def startup_breakdown(folder: Path, groups: int, steps: int) -> dict[str, Any]:
+def startup_breakdown(folder: Path, groups: int, steps: int, env: dict[str, str] | None = None,
+                      name: str = "startup") -> dict[str, Any]:
     baselines = ["constant", "wsd_sqrt", "linear_to_zero", "nanogpt_cosine", "wsd_exp"][:groups]
-    cfg = sweep_config("startup", folder, steps, baselines, [0, 1], workers=2, cpus_per_worker=0.5)
-    trace = folder / "trace-startup"
-    started, wall = sweep_traced(cfg, folder, trace)
+    cfg = sweep_config(name, folder, steps, baselines, [0, 1], workers=2, cpus_per_worker=0.5)
+    trace = folder / f"trace-{name}"
+    started, wall = sweep_traced(cfg, folder, trace, env)
     rows = startup_trace.read(trace)
     trials = [r["trial"] for r in rows if r["event"] == "trial_started"]
     per_group = [{"trial": t, **group_breakdown(rows, t)} for t in trials]
     first_trial = min(r["t"] for r in rows if r["event"] == "trial_started")
     return {"wall_s": wall, "ray_and_driver_s": first_trial - started, "groups": per_group}
+
+
+def startup_env_ab(folder: Path, groups: int, steps: int, repeats: int, env: dict[str, str]) -> dict[str, Any]:
+    """The start-up sweep without and with `env`, alternated `repeats` times: every group's seconds from
+    Tune's start to every seed's first step, and the median of each side."""
+    sides: dict[str, list[float]] = {"without": [], "with": []}
+    runs: list[dict[str, Any]] = []
+    for r in range(repeats):
+        for side in ("without", "with"):
+            got = startup_breakdown(folder / f"{side}-{r}", groups, steps, env if side == "with" else None,
+                                    name=f"ab{side}{r}")
+            sides[side] += [g["first_step"] for g in got["groups"]]
+            runs.append({"side": side, "repeat": r, **got})
+            print(f"repeat {r} {side}: first step at " + ", ".join(f"{g['first_step']:.1f}" for g in got["groups"])
+                  + f" s; sweep {got['wall_s']:.1f} s", flush=True)
+    return {"env": env, "runs": runs, "first_step_s": sides,
+            "median_first_step_s": {k: statistics.median(v) for k, v in sides.items()}}
 
 
 # --- part 2 --------------------------------------------------------------------------------------------------
@@ -192,7 +216,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="torchrun / sweep pairs for the wrapper ratio")
     parser.add_argument("--steps", type=int, default=400, help="horizon of the wrapper runs")
     parser.add_argument("--startup-steps", type=int, default=100, help="horizon of the start-up groups")
-    parser.add_argument("--part", choices=["both", "startup", "wrapper"], default="both")
+    parser.add_argument("--part", choices=["both", "startup", "wrapper", "env-ab"], default="both",
+                        help="env-ab: the start-up sweep without and with --env, alternated --repeats times")
+    parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="environment for the `with` side of --part env-ab")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "trial_startup.json")
     args = parser.parse_args()
     out: dict[str, Any] = {
@@ -203,6 +230,10 @@ def main() -> int:
         if args.part in ("both", "startup"):
             out["startup"] = startup_breakdown(Path(tmp) / "startup", args.groups, args.startup_steps)
             print(json.dumps(out["startup"], indent=1), flush=True)
+        if args.part == "env-ab":
+            env = dict(kv.split("=", 1) for kv in args.env)
+            out["env_ab"] = startup_env_ab(Path(tmp) / "env-ab", args.groups, args.startup_steps, args.repeats, env)
+            print(json.dumps(out["env_ab"]["median_first_step_s"], indent=1), flush=True)
         if args.part in ("both", "wrapper"):
             out["wrapper"] = wrapper_overhead(Path(tmp) / "wrapper", args.repeats, args.steps)
             print(json.dumps(out["wrapper"]["median_ratios"], indent=1), flush=True)
