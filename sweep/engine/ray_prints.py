@@ -11,19 +11,27 @@ messages show on the terminal again, nothing of ours is ever hidden.
 
 The stand-ins stay for the life of the process, since the thread does (a later sweep in the same process
 retargets them to its own log), so a warning Ray pushes after the sweep still lands in the sweep's log.
+
+One path bypasses that thread. Ray deduplicates the raylet's messages: a second "N PYTHON worker processes"
+warning within 5 s is held back, and whatever is still held when the driver disconnects is printed by the
+thread that calls `ray.shutdown()` (Ray's atexit handler, on the main thread), after the sweep's closing
+summary. `shutdown_ray_routed()` runs that shutdown with the calling thread routed too; `init_ray` registers
+it to run at exit ahead of Ray's own handler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 # The name Ray 2.60 gives the driver's thread that prints pushed error messages (ray._private.worker).
 RAY_PRINT_THREAD = "ray_listen_error_messages"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ROUTED_HERE = threading.local()  # `.on`: this thread's writes are routed too (see `routing_this_thread`)
 
 
 class _RayPrintsToFile:
@@ -35,7 +43,7 @@ class _RayPrintsToFile:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        if threading.current_thread().name != RAY_PRINT_THREAD:
+        if threading.current_thread().name != RAY_PRINT_THREAD and not getattr(_ROUTED_HERE, "on", False):
             return self._stream.write(text)
         with self._lock:
             *lines, self._partial = (self._partial + text).split("\n")
@@ -68,3 +76,23 @@ def route_ray_prints(path: str) -> None:
             stream.path = path
         else:
             setattr(sys, name, _RayPrintsToFile(stream, path))
+
+
+@contextlib.contextmanager
+def routing_this_thread() -> Iterator[None]:
+    """While the block runs, what this thread writes to the routed streams goes to the log as well."""
+    _ROUTED_HERE.on = True
+    try:
+        yield
+    finally:
+        _ROUTED_HERE.on = False
+
+
+def shutdown_ray_routed() -> None:
+    """`ray.shutdown()` with what it prints routed: the raylet warnings Ray's deduplicator still holds are
+    printed by the thread that disconnects (module docstring)."""
+    import ray
+
+    if ray.is_initialized():
+        with routing_this_thread():
+            ray.shutdown()

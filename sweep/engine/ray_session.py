@@ -3,6 +3,7 @@ defaults that keep small sweeps responsive, and the clean stop on SIGINT / SIGTE
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -10,7 +11,7 @@ import sys
 import threading
 from typing import Any, Iterator
 
-from sweep.engine.ray_prints import route_ray_prints
+from sweep.engine.ray_prints import route_ray_prints, shutdown_ray_routed
 
 # Defaults that make small sweeps responsive; a user's environment wins.
 _ENV_DEFAULTS = {
@@ -66,6 +67,7 @@ def init_ray(log_to_driver: bool = True) -> None:
         os.environ.pop("RAY_ADDRESS")  # ours, from a local cluster that has since been shut down
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=log_to_driver)
+        _shutdown_at_exit()
         return
     # Pin the new cluster's GCS port and tell every Ray process the address through RAY_ADDRESS, which they
     # inherit from this process. Ray Train's PlacementGroupCleaner looks the cluster up through the state
@@ -78,6 +80,15 @@ def init_ray(log_to_driver: bool = True) -> None:
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = _OWN_ADDRESS = f"{ip}:{port}"
     ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=log_to_driver)
+    _shutdown_at_exit()
+
+
+def _shutdown_at_exit() -> None:
+    """Shut Ray down at exit with its last prints routed to the sweep's log (`ray_prints.shutdown_ray_routed`).
+    Ray registers its own atexit shutdown when it is imported, so this one, registered later, runs first and
+    leaves Ray's nothing to do. Registered once however often Ray is started in this process."""
+    atexit.unregister(shutdown_ray_routed)
+    atexit.register(shutdown_ray_routed)
 
 
 # Loggers whose records leave the terminal for the log file: Ray's (Tune and Train included), Python

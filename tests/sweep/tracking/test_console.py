@@ -90,6 +90,7 @@ def test_the_terminal_shows_only_the_sweeps_lines_unless_verbose(tmp_path: Path)
            "scheduler": {"grace_period": 250, "reduction_factor": 2}, "storage": str(tmp_path / "sweeps")}
     (tmp_path / "quiet.yaml").write_text(yaml.safe_dump(cfg))
     env = {**ray_env(tmp_path), "PYTHONPATH": str(REPO)}
+    env.pop("RAY_DEDUP_LOGS")  # Ray's default, as a user runs it: deduplication holds some warnings until exit
 
     def run(*argv: str) -> str:
         proc = subprocess.run([sys.executable, "-m", "sweep.cli", *argv], cwd=tmp_path, env=env, capture_output=True,
